@@ -39,6 +39,9 @@ type Decision struct {
 	Suppressed int64  `json:"suppressed,omitempty"`
 	Anchor     int64  `json:"anchor"` // window anchor (unix ms) in the id
 	Reason     string `json:"reason"` // the rule's description
+	// GuardRail is set when the worker's guard rail demoted this rule to
+	// shadow because it revoked too many subjects too fast.
+	GuardRail string `json:"guard_rail,omitempty"`
 }
 
 // Subject is the identity a decision is about.

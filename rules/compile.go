@@ -200,6 +200,7 @@ func Compile(srcs ...Source) (*Set, error) {
 		if f == nil {
 			continue
 		}
+		f.Tests = slices.DeleteFunc(f.Tests, func(t *Test) bool { return t == nil })
 		for _, t := range f.Tests {
 			t.File = s.Name
 			c.set.Tests = append(c.set.Tests, t)
@@ -213,6 +214,7 @@ func Compile(srcs ...Source) (*Set, error) {
 				continue
 			}
 			ids[r.ID] = r.Pos
+			r.Tests = slices.DeleteFunc(r.Tests, func(t *Test) bool { return t == nil })
 			for _, t := range r.Tests {
 				t.File = s.Name
 				if len(t.Rules) == 0 {
@@ -365,9 +367,10 @@ func (l exprLoc) at(src string, off int) Pos {
 	}
 	if l.block {
 		fl := l.line + 1 + line
+		// YAML strips the block's indentation, which is that of its first line.
 		indent := 0
-		if fl-1 < len(l.lines) {
-			s := l.lines[fl-1]
+		if l.line < len(l.lines) {
+			s := l.lines[l.line]
 			indent = len(s) - len(strings.TrimLeft(s, " "))
 		}
 		return Pos{File: l.file, Line: fl, Col: indent + col + 1}
@@ -504,7 +507,15 @@ type patcher struct {
 
 func (p *patcher) errorf(n ast.Node, format string, args ...any) {
 	p.failed = true
-	off := p.rw.orig(n.Location().From)
+	// point at the leftmost character of the node, not at its operator
+	from := n.Location().From
+	ast.Find(n, func(x ast.Node) bool {
+		if l := x.Location(); l.From < from && (l.From > 0 || l.To > 0) {
+			from = l.From
+		}
+		return false
+	})
+	off := p.rw.orig(from)
 	p.c.errs = append(p.c.errs, &Error{Pos: p.loc.at(p.src, off), Msg: fmt.Sprintf(format, args...)})
 }
 

@@ -253,6 +253,8 @@ var (
 )
 
 func (c *compiler) validateRule(r *Rule) {
+	r.Overrides = slices.DeleteFunc(r.Overrides, func(o *Override) bool { return o == nil })
+	r.Exceptions = slices.DeleteFunc(r.Exceptions, func(e *Exception) bool { return e == nil })
 	at := func(key string) Pos {
 		if n := r.Nodes[key]; n != nil {
 			return Pos{File: r.Pos.File, Line: n.Line, Col: n.Column}

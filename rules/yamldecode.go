@@ -142,6 +142,10 @@ func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value) {
 		if n.Tag == "!!null" {
 			return
 		}
+		if v.Type().Elem().Kind() == reflect.Struct && v.Type().Elem() != dateType && v.Type().Elem() != durationType && n.Kind != yaml.MappingNode {
+			d.errorf(n, "want a mapping, got %s", kindName(n))
+			return
+		}
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
