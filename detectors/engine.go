@@ -64,7 +64,6 @@ type RuleStats struct {
 	Groups     int64 // distinct groups that fired at least once
 }
 
-
 // Engine evaluates a rule set over events. It is not safe for concurrent
 // use: run one engine per partition or worker goroutine.
 type Engine struct {

@@ -59,8 +59,8 @@ func TestCountWindowEdges(t *testing.T) {
 	e := NewEngine(compile(t, rule("count(1m) >= 3")), Options{})
 	ds := run(e,
 		ev("a", 0), ev("b", 30*time.Second), // two in the window
-		ev("c", 70*time.Second),              // "a" has left the window: 2
-		ev("d", 75*time.Second),              // b, c, d: 3 → fires
+		ev("c", 70*time.Second), // "a" has left the window: 2
+		ev("d", 75*time.Second), // b, c, d: 3 → fires
 	)
 	require.Equal(t, []time.Duration{75 * time.Second}, firedAt(ds))
 	require.Equal(t, "count(1m)", ds[0].Values[0].Name)

@@ -29,8 +29,8 @@ type Env struct {
 	// Action shadows Event.Action as a plain string so that rules compare it
 	// with string literals; Reset sets it.
 	Action string    `expr:"action"`
-	Aggs  []float64 `expr:"__aggs"`
-	Flags []bool    `expr:"__flags"`
+	Aggs   []float64 `expr:"__aggs"`
+	Flags  []bool    `expr:"__flags"`
 }
 
 // Reset points the env at an event.
@@ -140,11 +140,11 @@ type CompiledRule struct {
 	Index      int
 	Version    string
 	Group      int
-	MatchPred  *Predicate         // nil: every event
-	Actions    []pipeline.Action  // the actions match can accept; nil: any
-	Variants   []Variant          // overrides first, default last
+	MatchPred  *Predicate          // nil: every event
+	Actions    []pipeline.Action   // the actions match can accept; nil: any
+	Variants   []Variant           // overrides first, default last
 	Exceptions []CompiledException //
-	Window     time.Duration      // the longest window the rule reads; anchors decision ids
+	Window     time.Duration       // the longest window the rule reads; anchors decision ids
 }
 
 // Set is a compiled, validated rule set. It is immutable and safe to share

@@ -160,13 +160,13 @@ func TestNativeMatchesVM(t *testing.T) {
 
 func TestMatchIndexesActions(t *testing.T) {
 	for src, want := range map[string][]pipeline.Action{
-		`action == "send"`:                                 {"send"},
-		`action in ["write", "delete"] && tool == "x"`:     {"write", "delete"},
-		`tool == "x" && "send" == action`:                  {"send"},
-		`action == "send" || action == "write"`:            {"send", "write"},
-		`action == "send" || tool == "x"`:                  nil,
-		`action in ["write","send"] && action == "send"`:   {"send"},
-		`action == "read" && action == "send"`:             {},
+		`action == "send"`: {"send"},
+		`action in ["write", "delete"] && tool == "x"`:   {"write", "delete"},
+		`tool == "x" && "send" == action`:                {"send"},
+		`action == "send" || action == "write"`:          {"send", "write"},
+		`action == "send" || tool == "x"`:                nil,
+		`action in ["write","send"] && action == "send"`: {"send"},
+		`action == "read" && action == "send"`:           {},
 	} {
 		c := &compiler{srcs: map[string][]string{}, set: &Set{}, aggIdx: map[string]int{}, grpIdx: map[string]int{}}
 		p := c.predicate(src, exprLoc{})
