@@ -1,0 +1,32 @@
+# Tripline. `make test` is what CI runs (see .ci/run).
+
+GO           ?= go
+BIN          ?= bin/tripline
+TEST_TIMEOUT ?= 15m
+# Time per fuzz target for `make fuzz`.
+FUZZTIME     ?= 20s
+
+.PHONY: all build test fuzz bench lint-rules clean
+
+all: build test
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tripline
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Runs every fuzz test of the module (each Fuzz* function found by
+# `go test -list`) for FUZZTIME, e.g. FuzzDecode in ./pipeline.
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) .ci/fuzz
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./...
+
+lint-rules: build
+	$(BIN) rules lint rules/examples
+
+clean:
+	rm -rf bin
