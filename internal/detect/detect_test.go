@@ -1,0 +1,366 @@
+package detect
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tripline/tripline/detectors"
+	"github.com/tripline/tripline/internal/natstest"
+	"github.com/tripline/tripline/internal/topology"
+	"github.com/tripline/tripline/pipeline"
+	"github.com/tripline/tripline/pipeline/enforce"
+	"github.com/tripline/tripline/rules"
+)
+
+type env struct {
+	t      *testing.T
+	srv    *natstest.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	set    *rules.Set
+	signer *enforce.Signer
+	keys   enforce.Keyring
+	topo   topology.Config
+}
+
+func setup(t *testing.T) *env {
+	s := natstest.Start(t)
+	nc, js := s.Connect(t)
+	topo := topology.Config{Partitions: 4, Memory: true, LeaseTTL: 1500 * time.Millisecond}
+	require.NoError(t, topology.Provision(context.Background(), js, topo))
+	set, err := rules.LoadPaths("../../rules/examples")
+	require.NoError(t, err)
+	_, priv, err := enforce.GenerateKey()
+	require.NoError(t, err)
+	signer := enforce.NewSigner(priv)
+	keys := enforce.Keyring{}
+	keys.Add(signer.Public())
+	return &env{t: t, srv: s, nc: nc, js: js, set: set, signer: signer, keys: keys, topo: topo}
+}
+
+// startWorker runs a worker on its own connection. stop cancels it
+// gracefully; kill closes its connection first, as a crash would, so it
+// cannot hand its leases back.
+func (e *env) startWorker(id string) (stop, kill func()) {
+	nc, _ := e.srv.Connect(e.t)
+	w, err := New(context.Background(), nc, Config{
+		WorkerID: id, Topology: e.topo, Rules: e.set, Signer: e.signer,
+		AckWait: 2 * time.Second, Batch: 64, Logger: testLogger(e.t, id),
+	})
+	require.NoError(e.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	stop = func() { cancel(); <-done }
+	kill = func() { nc.Close(); cancel(); <-done }
+	e.t.Cleanup(func() { cancel(); <-done })
+	return stop, kill
+}
+
+func (e *env) publish(evs ...*pipeline.Event) {
+	ctx := context.Background()
+	for _, ev := range evs {
+		_, err := e.js.Publish(ctx, pipeline.EventSubject(ev.Tenant, ev.Agent, e.topo.Partitions), ev.AppendJSON(nil), jetstream.WithMsgID(ev.ID))
+		require.NoError(e.t, err)
+	}
+}
+
+func (e *env) streamMsgs(stream string) []*jetstream.RawStreamMsg {
+	ctx := context.Background()
+	st, err := e.js.Stream(ctx, stream)
+	require.NoError(e.t, err)
+	info, err := st.Info(ctx)
+	require.NoError(e.t, err)
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+var base = time.Now().UTC().Truncate(time.Second)
+
+func event(id string, at time.Duration, agent, session string, mod ...func(*pipeline.Event)) *pipeline.Event {
+	ev := &pipeline.Event{ID: id, Time: base.Add(at), Tenant: "acme", Agent: agent, Session: session,
+		Tool: "crm.lookup", Action: pipeline.ActionRead, Outcome: "ok"}
+	for _, m := range mod {
+		m(ev)
+	}
+	return ev
+}
+
+func exfil(agent, session string, at time.Duration) []*pipeline.Event {
+	return []*pipeline.Event{
+		event(session+"-read", at, agent, session, func(e *pipeline.Event) { e.Sensitivity = "restricted"; e.Resource = "crm/customers" }),
+		event(session+"-send", at+time.Minute, agent, session, func(e *pipeline.Event) {
+			e.Tool, e.Action, e.Destination = "http.post", pipeline.ActionSend, "https://paste.example/"+session
+		}),
+	}
+}
+
+func TestAttackProducesSignedRevocation(t *testing.T) {
+	e := setup(t)
+	e.startWorker("w1")
+	e.publish(exfil("spiffe://acme.dev/agent/support", "s-1", 0)...)
+
+	kv, err := e.js.KeyValue(context.Background(), pipeline.RevocationsBucket)
+	require.NoError(t, err)
+	var cmd enforce.Command
+	require.Eventually(t, func() bool {
+		keys, err := kv.Keys(context.Background())
+		if err != nil || len(keys) != 1 {
+			return false
+		}
+		ent, err := kv.Get(context.Background(), keys[0])
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(ent.Value(), &cmd))
+		return true
+	}, 10*time.Second, 20*time.Millisecond)
+	require.NoError(t, e.keys.Verify(&cmd), "the command verifies with the engine's key")
+	require.Equal(t, enforce.KindRevoke, cmd.Kind)
+	require.Equal(t, "session", cmd.Scope)
+	require.Equal(t, "s-1", cmd.Value)
+	require.Equal(t, "exfil-after-sensitive-read", cmd.Rule)
+	require.Contains(t, cmd.Evidence, "s-1-read")
+	require.True(t, cmd.ExpiresAt.After(cmd.IssuedAt))
+
+	require.Eventually(t, func() bool { return len(e.streamMsgs(pipeline.RevocationsStream)) == 1 }, 5*time.Second, 20*time.Millisecond)
+	decs := e.streamMsgs(pipeline.DecisionsStream)
+	require.Len(t, decs, 1)
+	var d detectors.Decision
+	require.NoError(t, json.Unmarshal(decs[0].Data, &d))
+	require.Equal(t, cmd.Decision, d.ID)
+	require.Equal(t, "s-1-send", d.EventID)
+}
+
+func TestMalformedEventsAreDeadLettered(t *testing.T) {
+	e := setup(t)
+	e.startWorker("w1")
+	ctx := context.Background()
+	agent := "spiffe://acme.dev/agent/x"
+	subj := pipeline.EventSubject("acme", agent, e.topo.Partitions)
+	for i, body := range []string{
+		`{not json`,
+		`{"id":"e1","time":"2026-01-01T00:00:00Z","tenant":"acme","agent":"` + agent + `","tool":"t"}`,
+		`{"id":"e2","time":"2026-01-01T00:00:00Z","tenant":"other","agent":"` + agent + `","tool":"t","action":"read"}`,
+	} {
+		_, err := e.js.Publish(ctx, subj, []byte(body), jetstream.WithMsgID(fmt.Sprint("bad-", i)))
+		require.NoError(t, err)
+	}
+	e.publish(event("good", 0, agent, "s"))
+	require.Eventually(t, func() bool { return len(e.streamMsgs(pipeline.DeadLetterStream)) == 3 }, 10*time.Second, 20*time.Millisecond)
+	dl := e.streamMsgs(pipeline.DeadLetterStream)
+	reasons := []string{}
+	for _, m := range dl {
+		reasons = append(reasons, m.Header.Get(pipeline.HeaderError))
+		require.Equal(t, subj, m.Header.Get("Tripline-Subject"))
+	}
+	require.Contains(t, reasons[1], "action")
+	require.Contains(t, reasons[2], `event says "other"`)
+	// everything was acked: nothing waits in the partition
+	part := pipeline.Partition(agent, e.topo.Partitions)
+	c, err := e.js.Consumer(ctx, pipeline.EventsStream, ConsumerName(part))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := c.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, 5*time.Second, 20*time.Millisecond)
+}
+
+func TestFailoverLosesNothingAndDoesNotDuplicate(t *testing.T) {
+	e := setup(t)
+	_, killA := e.startWorker("a")
+	e.startWorker("b")
+	ctx := context.Background()
+	// wait until both own partitions
+	owners, err := e.js.KeyValue(ctx, pipeline.OwnersBucket)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		seen := map[string]bool{}
+		for p := range e.topo.Partitions {
+			if ent, err := owners.Get(ctx, leaseKey(p)); err == nil {
+				seen[string(ent.Value())] = true
+			}
+		}
+		return seen["a"] && seen["b"]
+	}, 10*time.Second, 20*time.Millisecond)
+
+	// 40 agents, each with an exfiltration pattern, published in two halves
+	// with a crash of worker a between them.
+	var all []*pipeline.Event
+	for i := range 40 {
+		all = append(all, exfil(fmt.Sprintf("spiffe://acme.dev/agent/%d", i), fmt.Sprintf("s-%d", i), time.Duration(i)*time.Second)...)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); e.publish(all[:40]...) }()
+	wg.Wait()
+	killA()
+	e.publish(all[40:]...)
+	// duplicates from producer retries are dropped by the stream
+	e.publish(all[:5]...)
+
+	kv, err := e.js.KeyValue(ctx, pipeline.RevocationsBucket)
+	require.NoError(t, err)
+	if !assertEventually(t, func() bool {
+		keys, _ := kv.Keys(ctx)
+		return len(keys) == 40
+	}, 30*time.Second) {
+		keys, _ := kv.Keys(ctx)
+		got := map[string]bool{}
+		for _, k := range keys {
+			ent, _ := kv.Get(ctx, k)
+			var c enforce.Command
+			_ = json.Unmarshal(ent.Value(), &c)
+			got[c.Value] = true
+		}
+		for i := range 40 {
+			s := fmt.Sprintf("s-%d", i)
+			if !got[s] {
+				t.Logf("missing %s (agent partition %d)", s, pipeline.Partition(fmt.Sprintf("spiffe://acme.dev/agent/%d", i), e.topo.Partitions))
+			}
+		}
+		for p := range e.topo.Partitions {
+			c, err := e.js.Consumer(ctx, pipeline.EventsStream, ConsumerName(p))
+			require.NoError(t, err)
+			info, _ := c.Info(ctx)
+			t.Logf("p%d floor=%d delivered=%d ackpending=%d pending=%d redelivered=%d waiting=%d", p, info.AckFloor.Stream, info.Delivered.Stream, info.NumAckPending, info.NumPending, info.NumRedelivered, info.NumWaiting)
+		}
+		t.FailNow()
+	}
+	// every event acked, in every partition
+	for p := range e.topo.Partitions {
+		c, err := e.js.Consumer(ctx, pipeline.EventsStream, ConsumerName(p))
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			info, err := c.Info(ctx)
+			return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		}, 20*time.Second, 50*time.Millisecond, "partition %d drained", p)
+	}
+	revs := e.streamMsgs(pipeline.RevocationsStream)
+	ids := map[string]int{}
+	for _, m := range revs {
+		var c enforce.Command
+		require.NoError(t, json.Unmarshal(m.Data, &c))
+		ids[c.ID]++
+		require.NoError(t, e.keys.Verify(&c))
+	}
+	require.Len(t, ids, 40)
+	for id, n := range ids {
+		require.Equal(t, 1, n, "revocation %s published once", id)
+	}
+	decs := e.streamMsgs(pipeline.DecisionsStream)
+	require.Len(t, decs, 40, "one decision per attack, none duplicated")
+}
+
+func TestFreshDecisionFromLiveState(t *testing.T) {
+	e := setup(t)
+	e.startWorker("w1")
+	agent := "spiffe://acme.dev/agent/fresh"
+	evs := exfil(agent, "s-f", 0)
+	e.publish(evs[0]) // the restricted read goes through the stream
+	part := pipeline.Partition(agent, e.topo.Partitions)
+	c, err := e.js.Consumer(context.Background(), pipeline.EventsStream, ConsumerName(part))
+	require.Eventually(t, func() bool {
+		if err != nil {
+			c, err = e.js.Consumer(context.Background(), pipeline.EventsStream, ConsumerName(part))
+			return false
+		}
+		info, ierr := c.Info(context.Background())
+		return ierr == nil && info.AckFloor.Stream >= 1
+	}, 10*time.Second, 20*time.Millisecond)
+
+	// an unrelated send is allowed
+	ok := event("ok-send", 30*time.Second, agent, "s-f", func(e *pipeline.Event) {
+		e.Tool, e.Action, e.Destination = "email.send", pipeline.ActionSend, ""
+	})
+	v := decide(t, e, ok)
+	require.Equal(t, "allow", v.Decision)
+	// the exfiltrating send is denied from live state
+	v = decide(t, e, evs[1])
+	require.Equal(t, "deny", v.Decision)
+	require.Equal(t, []string{"exfil-after-sensitive-read"}, v.Rules)
+	// the call was recorded as an event, and not evaluated twice
+	require.Eventually(t, func() bool { return len(e.streamMsgs(pipeline.DecisionsStream)) == 1 }, 5*time.Second, 20*time.Millisecond)
+	msgs := e.streamMsgs(pipeline.EventsStream)
+	require.Len(t, msgs, 3)
+	require.Equal(t, "1", msgs[2].Header.Get(pipeline.HeaderDecided))
+}
+
+func decide(t *testing.T, e *env, ev *pipeline.Event) Verdict {
+	part := pipeline.Partition(ev.Agent, e.topo.Partitions)
+	var resp *nats.Msg
+	var err error
+	require.Eventually(t, func() bool {
+		resp, err = e.nc.Request(pipeline.DecideSubjectPrefix+fmt.Sprint(part), ev.AppendJSON(nil), 2*time.Second)
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond)
+	var v Verdict
+	require.NoError(t, json.Unmarshal(resp.Data, &v))
+	return v
+}
+
+func TestGuardRailDemotesARuleThatRevokesEveryone(t *testing.T) {
+	g := newGuardRail(3, time.Now, zerolog.Nop(), newMetrics(nil))
+	var decs []detectors.Decision
+	for i := range 6 {
+		decs = append(decs, detectors.Decision{ID: fmt.Sprint(i), Rule: "bad", Mode: "enforce", Action: "revoke"})
+	}
+	decs = append(decs, detectors.Decision{ID: "x", Rule: "good", Mode: "enforce", Action: "revoke"})
+	out := g.apply(decs)
+	modes := []string{}
+	for _, d := range out {
+		modes = append(modes, d.Mode)
+	}
+	require.Equal(t, []string{"enforce", "enforce", "enforce", "shadow", "shadow", "shadow", "enforce"}, modes)
+	require.NotEmpty(t, out[3].GuardRail)
+	require.True(t, g.isTripped("bad"))
+}
+
+func TestAssignmentIsBalancedAndStable(t *testing.T) {
+	members := []string{"a", "b", "c"}
+	count := map[string]int{}
+	for p := range 48 {
+		count[owner(p, members)]++
+	}
+	for _, m := range members {
+		require.InDelta(t, 16, count[m], 8, "worker %s owns %d of 48", m, count[m])
+	}
+	moved := 0
+	for p := range 48 {
+		if owner(p, members) != owner(p, []string{"a", "b"}) && owner(p, members) != "c" {
+			moved++
+		}
+	}
+	require.Zero(t, moved, "removing a worker moves only its partitions")
+}
+
+func testLogger(t *testing.T, id string) zerolog.Logger {
+	if testing.Verbose() {
+		return zerolog.New(zerolog.NewTestWriter(t)).With().Str("w", id).Logger()
+	}
+	return zerolog.Nop()
+}
+
+func assertEventually(t *testing.T, f func() bool, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if f() {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}

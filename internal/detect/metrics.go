@@ -1,0 +1,95 @@
+package detect
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	eventsIn      *prometheus.CounterVec
+	invalid       prometheus.Counter
+	replayed      prometheus.Counter
+	decisions     *prometheus.CounterVec
+	revocations   *prometheus.CounterVec
+	unenforceable prometheus.Counter
+	guardTrips    *prometheus.CounterVec
+	evalSeconds   prometheus.Histogram
+	batchSeconds  prometheus.Histogram
+	decideSeconds prometheus.Histogram
+	publishRetry  prometheus.Counter
+	lag           *prometheus.GaugeVec
+	owned         prometheus.Gauge
+	ruleErrors    prometheus.Counter
+	tooLate       prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		eventsIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "events_total",
+			Help: "Events consumed by detector workers.",
+		}, []string{"partition"}),
+		invalid: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "dead_letters_total",
+			Help: "Events sent to the dead-letter stream.",
+		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "replayed_events_total",
+			Help: "Events replayed to rebuild windows after taking over a partition.",
+		}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "decisions_total",
+			Help: "Decisions published, by rule, mode and action.",
+		}, []string{"rule", "mode", "action"}),
+		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "revocations_total",
+			Help: "Revocation and hold commands issued.",
+		}, []string{"kind"}),
+		unenforceable: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "unenforceable_decisions_total",
+			Help: "Enforce-mode decisions whose scope value was missing from the event.",
+		}),
+		guardTrips: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "guard_rail_trips_total",
+			Help: "Rules switched to shadow because they revoked too many subjects per minute.",
+		}, []string{"rule"}),
+		evalSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "eval_seconds_per_event",
+			Help:    "Rule evaluation time per event, measured per batch.",
+			Buckets: prometheus.ExponentialBuckets(1e-7, 2, 16),
+		}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "batch_seconds",
+			Help:    "Time to process a batch: decode, evaluate, publish decisions, ack.",
+			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 16),
+		}),
+		decideSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "fresh_decision_seconds",
+			Help:    "Time to answer a fresh-decision request.",
+			Buckets: prometheus.ExponentialBuckets(1e-5, 2, 16),
+		}),
+		publishRetry: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "publish_retries_total",
+			Help: "Retries publishing decisions, revocations or dead letters.",
+		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "lag_events",
+			Help: "Events waiting in a partition's consumer.",
+		}, []string{"partition"}),
+		owned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "partitions_owned",
+			Help: "Partitions this worker owns.",
+		}),
+		ruleErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "rule_errors_total",
+			Help: "Runtime errors evaluating rules (counted, never fatal).",
+		}),
+		tooLate: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "too_late_events_total",
+			Help: "Events older than the lateness bound: stored, not counted in windows.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.eventsIn, m.invalid, m.replayed, m.decisions, m.revocations, m.unenforceable,
+			m.guardTrips, m.evalSeconds, m.batchSeconds, m.decideSeconds, m.publishRetry, m.lag, m.owned,
+			m.ruleErrors, m.tooLate)
+	}
+	return m
+}
