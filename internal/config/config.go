@@ -1,0 +1,244 @@
+// Package config is Tripline's one configuration file (YAML), with
+// environment overrides, validated with clear errors. `tripline serve
+// --config FILE` reads it; `tripline dev` uses Dev().
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tripline/tripline/internal/topology"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	// Roles this process runs: detect, api (metrics, health). Default: all.
+	Roles []string `yaml:"roles"`
+	NATS  NATS     `yaml:"nats"`
+	// Topology must be the same for every process (partitions especially).
+	Topology topology.Config `yaml:"topology"`
+	Detect   Detect          `yaml:"detect"`
+	Rules    Rules           `yaml:"rules"`
+	Signing  Signing         `yaml:"signing"`
+	HTTP     HTTP            `yaml:"http"`
+	Log      Log             `yaml:"log"`
+}
+
+// NATS says how to reach NATS.
+type NATS struct {
+	// URL of the NATS servers (comma-separated). Empty with Embedded set:
+	// run an embedded server.
+	URL string `yaml:"url"`
+	// Creds is a NATS credentials file (JWT + nkey seed) for this process.
+	Creds string `yaml:"creds"`
+	// NKey is an nkey seed file, for nkey-authenticated users.
+	NKey string `yaml:"nkey"`
+	TLS  TLS    `yaml:"tls"`
+	// Embedded runs nats-server in process (tripline dev).
+	Embedded *Embedded `yaml:"embedded"`
+	Name     string    `yaml:"name"`
+}
+
+// TLS client settings.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Embedded nats-server settings.
+type Embedded struct {
+	StoreDir string `yaml:"store_dir"`
+	Host     string `yaml:"host"`
+	Port     int    `yaml:"port"`
+}
+
+// Detect tunes detector workers.
+type Detect struct {
+	WorkerID      string        `yaml:"worker_id"`
+	Batch         int           `yaml:"batch"`
+	MaxAckPending int           `yaml:"max_ack_pending"`
+	AckWait       time.Duration `yaml:"ack_wait"`
+	RevokeLimit   int           `yaml:"revoke_limit_per_minute"`
+	Lateness      time.Duration `yaml:"lateness"`
+}
+
+// Rules says where rule files are.
+type Rules struct {
+	Paths []string `yaml:"paths"`
+}
+
+// Signing holds the engine's Ed25519 key for revocation commands.
+type Signing struct {
+	KeyFile string `yaml:"key_file"`
+}
+
+// HTTP serves metrics and health (and, later, the API).
+type HTTP struct {
+	Listen string `yaml:"listen"`
+}
+
+// Log settings.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // json or console
+}
+
+// Roles.
+const (
+	RoleDetect = "detect"
+	RoleAPI    = "api"
+)
+
+var allRoles = []string{RoleDetect, RoleAPI}
+
+// Has reports whether the process runs role.
+func (c *Config) Has(role string) bool { return slices.Contains(c.Roles, role) }
+
+// Load reads a config file, applies environment overrides and validates.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	base := filepath.Dir(path)
+	for i, p := range c.Rules.Paths {
+		if !filepath.IsAbs(p) {
+			c.Rules.Paths[i] = filepath.Join(base, p)
+		}
+	}
+	if c.Signing.KeyFile != "" && !filepath.IsAbs(c.Signing.KeyFile) {
+		c.Signing.KeyFile = filepath.Join(base, c.Signing.KeyFile)
+	}
+	if err := c.Finish(os.LookupEnv); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Dev is the all-in-one local configuration: embedded NATS with file
+// storage under dir, the example rules, a signing key generated under dir.
+func Dev(dir string) *Config {
+	return &Config{
+		NATS:     NATS{Embedded: &Embedded{StoreDir: filepath.Join(dir, "nats"), Host: "127.0.0.1", Port: 4222}},
+		Topology: topology.Config{},
+		Signing:  Signing{KeyFile: filepath.Join(dir, "engine.key")},
+		HTTP:     HTTP{Listen: "127.0.0.1:9464"},
+		Detect:   Detect{WorkerID: "dev"},
+	}
+}
+
+// Env variables that override the file.
+var envOverrides = []struct {
+	name string
+	help string
+	set  func(c *Config, v string) error
+}{
+	{"TRIPLINE_ROLES", "comma-separated roles", func(c *Config, v string) error { c.Roles = splitList(v); return nil }},
+	{"TRIPLINE_NATS_URL", "NATS server URLs", func(c *Config, v string) error { c.NATS.URL = v; return nil }},
+	{"TRIPLINE_NATS_CREDS", "NATS credentials file", func(c *Config, v string) error { c.NATS.Creds = v; return nil }},
+	{"TRIPLINE_RULES", "comma-separated rule paths", func(c *Config, v string) error { c.Rules.Paths = splitList(v); return nil }},
+	{"TRIPLINE_SIGNING_KEY", "engine signing key file", func(c *Config, v string) error { c.Signing.KeyFile = v; return nil }},
+	{"TRIPLINE_WORKER_ID", "detector worker id", func(c *Config, v string) error { c.Detect.WorkerID = v; return nil }},
+	{"TRIPLINE_HTTP_LISTEN", "metrics/health listen address", func(c *Config, v string) error { c.HTTP.Listen = v; return nil }},
+	{"TRIPLINE_LOG_LEVEL", "log level", func(c *Config, v string) error { c.Log.Level = v; return nil }},
+	{"TRIPLINE_PARTITIONS", "event partitions", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("TRIPLINE_PARTITIONS: want a number, got %q", v)
+		}
+		c.Topology.Partitions = n
+		return nil
+	}},
+}
+
+// EnvHelp lists the environment overrides, for --help.
+func EnvHelp() string {
+	var b strings.Builder
+	for _, e := range envOverrides {
+		fmt.Fprintf(&b, "  %-22s %s\n", e.name, e.help)
+	}
+	return b.String()
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Finish applies environment overrides and defaults, then validates,
+// returning every problem at once.
+func (c *Config) Finish(lookup func(string) (string, bool)) error {
+	var errs []error
+	for _, e := range envOverrides {
+		if v, ok := lookup(e.name); ok {
+			if err := e.set(c, v); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(c.Roles) == 0 {
+		c.Roles = slices.Clone(allRoles)
+	}
+	for _, r := range c.Roles {
+		if !slices.Contains(allRoles, r) {
+			errs = append(errs, fmt.Errorf("roles: unknown role %q (have %s)", r, strings.Join(allRoles, ", ")))
+		}
+	}
+	c.Topology = c.Topology.WithDefaults()
+	if c.Topology.Partitions > 1024 {
+		errs = append(errs, fmt.Errorf("topology.partitions: %d is more than 1024", c.Topology.Partitions))
+	}
+	if c.NATS.URL == "" && c.NATS.Embedded == nil {
+		errs = append(errs, errors.New("nats: set url (a NATS cluster) or embedded (a local server)"))
+	}
+	if c.NATS.Name == "" {
+		c.NATS.Name = "tripline"
+	}
+	if c.Detect.WorkerID == "" {
+		h, _ := os.Hostname()
+		c.Detect.WorkerID = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	if strings.ContainsAny(c.Detect.WorkerID, ".*> \t") {
+		errs = append(errs, fmt.Errorf("detect.worker_id: %q may not contain '.', '*', '>' or spaces (it is a KV key)", c.Detect.WorkerID))
+	}
+	if c.Has(RoleDetect) && c.Signing.KeyFile == "" {
+		errs = append(errs, errors.New("signing.key_file: the detect role needs the engine's Ed25519 key (tripline keys generate FILE)"))
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:9464"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level))
+	}
+	if (c.NATS.TLS.Cert == "") != (c.NATS.TLS.Key == "") {
+		errs = append(errs, errors.New("nats.tls: cert and key go together"))
+	}
+	return errors.Join(errs...)
+}

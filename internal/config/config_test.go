@@ -1,0 +1,39 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestLoadWithEnvOverridesAndRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "tripline.yaml")
+	require.NoError(t, os.WriteFile(p, []byte("nats:\n  url: nats://a:4222\nrules:\n  paths: [rules]\nsigning:\n  key_file: engine.key\ntopology:\n  partitions: 4\n"), 0o600))
+	t.Setenv("TRIPLINE_WORKER_ID", "w-7")
+	t.Setenv("TRIPLINE_NATS_URL", "nats://b:4222")
+	c, err := Load(p)
+	require.NoError(t, err)
+	require.Equal(t, "nats://b:4222", c.NATS.URL)
+	require.Equal(t, "w-7", c.Detect.WorkerID)
+	require.Equal(t, []string{filepath.Join(dir, "rules")}, c.Rules.Paths)
+	require.Equal(t, filepath.Join(dir, "engine.key"), c.Signing.KeyFile)
+	require.Equal(t, 4, c.Topology.Partitions)
+	require.True(t, c.Has(RoleDetect) && c.Has(RoleAPI))
+}
+
+func TestValidationReportsEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(p, []byte("roles: [detect, magic]\nlog:\n  level: loud\ndetect:\n  worker_id: a.b\n"), 0o600))
+	_, err := Load(p)
+	require.Error(t, err)
+	for _, want := range []string{`unknown role "magic"`, "nats: set url", "signing.key_file", `log.level: "loud"`, "detect.worker_id"} {
+		require.Contains(t, err.Error(), want)
+	}
+	require.NoError(t, os.WriteFile(p, []byte("natz: {}\n"), 0o600))
+	_, err = Load(p)
+	require.ErrorContains(t, err, "field natz not found")
+}
