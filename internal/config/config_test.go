@@ -37,3 +37,12 @@ func TestValidationReportsEveryProblem(t *testing.T) {
 	_, err = Load(p)
 	require.ErrorContains(t, err, "field natz not found")
 }
+
+// The shipped example must stay valid.
+func TestDeployExampleLoads(t *testing.T) {
+	c, err := Load("../../deploy/tripline.yaml")
+	require.NoError(t, err)
+	require.Equal(t, 3, c.Topology.Replicas)
+	require.Equal(t, 16, c.Topology.Partitions)
+	require.Equal(t, 50, c.Detect.RevokeLimit)
+}
