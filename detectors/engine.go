@@ -130,7 +130,23 @@ func NewEngine(set *rules.Set, opt Options) *Engine {
 		return k
 	}
 	lateMs := opt.Lateness.Milliseconds()
+	// Maintain only the aggregates this set's rules read (a set may be a
+	// subset sharing its parent's aggregate list).
+	used := make([]bool, len(set.Aggs))
+	for _, r := range set.Rules {
+		for _, v := range r.Variants {
+			for _, sl := range v.Cond.Slots {
+				used[sl.Agg] = true
+				if a := set.Aggs[sl.Agg]; a.Kind == rules.AggBaseline {
+					used[a.Inner] = true
+				}
+			}
+		}
+	}
 	for _, a := range set.Aggs {
+		if !used[a.Index] {
+			continue
+		}
 		k := getKind(a.Group)
 		win := a.Window.Milliseconds()
 		ref := aggRef{spec: a, win: win}
@@ -179,7 +195,7 @@ func NewEngine(set *rules.Set, opt Options) *Engine {
 	}
 	for _, k := range e.kinds {
 		for i := range k.aggs {
-			if k.aggs[i].spec.Kind == rules.AggBaseline {
+			if k.aggs[i].spec.Kind == rules.AggBaseline && e.refs[k.aggs[i].spec.Inner] != nil {
 				k.aggs[i].inner = e.refs[k.aggs[i].spec.Inner]
 			}
 		}

@@ -1038,3 +1038,33 @@ func goDuration(d time.Duration) string {
 }
 
 var _ = math.Inf
+
+// Subset returns a set holding the rules keep accepts, renumbered, sharing
+// this set's aggregates and groups (an engine maintains only the aggregates
+// its rules read).
+func (s *Set) Subset(keep func(*CompiledRule) bool) *Set {
+	sub := &Set{Aggs: s.Aggs, Groups: s.Groups, Tests: s.Tests, Hash: s.Hash}
+	for _, r := range s.Rules {
+		if keep(r) {
+			c := *r
+			c.Index = len(sub.Rules)
+			sub.Rules = append(sub.Rules, &c)
+		}
+	}
+	return sub
+}
+
+// PartitionLocal reports whether every group of this key falls within one
+// agent identity, and so within one event partition (events are partitioned
+// by agent). Keys with agent, instance or session are local — instances and
+// sessions belong to one agent identity; keys made only of task, principal,
+// credential, parent_agent, tool or tenant span agents and need a detector
+// that sees every partition.
+func (g *GroupKey) PartitionLocal() bool {
+	for _, f := range g.Fields {
+		if f == "agent" || f == "instance" || f == "session" {
+			return true
+		}
+	}
+	return false
+}

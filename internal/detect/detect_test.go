@@ -364,3 +364,36 @@ func assertEventually(t *testing.T, f func() bool, d time.Duration) bool {
 	}
 	return false
 }
+
+// Rules grouped by a key that spans agents (here a credential) see every
+// partition: two identities on different partitions using one token.
+func TestCrossAgentRulesSeeEveryPartition(t *testing.T) {
+	e := setup(t)
+	e.startWorker("a")
+	e.startWorker("b")
+	a1, a2 := "spiffe://acme.dev/agent/coder", ""
+	for i := 0; a2 == ""; i++ {
+		c := fmt.Sprintf("spiffe://evil.example/agent/%d", i)
+		if pipeline.Partition(c, e.topo.Partitions) != pipeline.Partition(a1, e.topo.Partitions) {
+			a2 = c
+		}
+	}
+	cred := func(e *pipeline.Event) { e.Credential, e.Tool, e.Action = "tok-7f3a", "git.push", pipeline.ActionWrite }
+	e.publish(event("c1", 0, a1, "s-1", cred), event("c2", time.Minute, a2, "s-2", cred))
+	kv, err := e.js.KeyValue(context.Background(), pipeline.RevocationsBucket)
+	require.NoError(t, err)
+	var cmd enforce.Command
+	require.Eventually(t, func() bool {
+		keys, _ := kv.Keys(context.Background())
+		if len(keys) != 1 {
+			return false
+		}
+		ent, err := kv.Get(context.Background(), keys[0])
+		return err == nil && json.Unmarshal(ent.Value(), &cmd) == nil
+	}, 15*time.Second, 20*time.Millisecond)
+	require.Equal(t, "shared-credential", cmd.Rule)
+	require.Equal(t, "credential", cmd.Scope)
+	require.Equal(t, "tok-7f3a", cmd.Value)
+	// the malformed-event path is the agent partition's alone: nothing dead-lettered twice
+	require.Empty(t, e.streamMsgs(pipeline.DeadLetterStream))
+}

@@ -27,15 +27,24 @@ import (
 // dies its leases expire and the partitions' new owners take them.
 
 func memberKey(id string) string { return "w." + id }
-func leaseKey(p int) string      { return "p." + strconv.Itoa(p) }
+func leaseKey(p int) string {
+	if p == GlobalPartition {
+		return "p.global"
+	}
+	return "p." + strconv.Itoa(p)
+}
 
-// assign returns the partitions worker should own among members.
-func assign(worker string, members []string, partitions int) []int {
+// assign returns the partitions worker should own among members; with
+// global, the global pseudo-partition is one of them.
+func assign(worker string, members []string, partitions int, global bool) []int {
 	var out []int
 	for p := range partitions {
 		if owner(p, members) == worker {
 			out = append(out, p)
 		}
+	}
+	if global && owner(GlobalPartition, members) == worker {
+		out = append(out, GlobalPartition)
 	}
 	return out
 }

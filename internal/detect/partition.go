@@ -40,13 +40,22 @@ type partition struct {
 	out     []detectors.Decision
 }
 
+// GlobalPartition is the pseudo-partition whose owner evaluates the rules
+// grouped by keys that span agents (credential, principal, task, …): it
+// consumes every partition, since events are partitioned by agent.
+const GlobalPartition = -1
+
 func newPartition(w *Worker, n int) *partition {
+	label, filter, set := strconv.Itoa(n), pipeline.EventsSubjectPrefix+"*."+strconv.Itoa(n), w.local
+	if n == GlobalPartition {
+		label, filter, set = "global", pipeline.EventsSubjectPrefix+">", w.global
+	}
 	return &partition{
 		w:       w,
 		n:       n,
-		label:   strconv.Itoa(n),
-		filter:  pipeline.EventsSubjectPrefix + "*." + strconv.Itoa(n),
-		engine:  detectors.NewEngine(w.cfg.Rules, w.cfg.Engine),
+		label:   label,
+		filter:  filter,
+		engine:  detectors.NewEngine(set, w.cfg.Engine),
 		dec:     pipeline.NewDecoder(w.cfg.Limits),
 		reqs:    make(chan *nats.Msg, 256),
 		decided: map[string]struct{}{},
@@ -56,7 +65,12 @@ func newPartition(w *Worker, n int) *partition {
 }
 
 // ConsumerName is the durable consumer of partition n.
-func ConsumerName(n int) string { return "detect-p" + strconv.Itoa(n) }
+func ConsumerName(n int) string {
+	if n == GlobalPartition {
+		return "detect-global"
+	}
+	return "detect-p" + strconv.Itoa(n)
+}
 
 func (p *partition) run(ctx context.Context) error {
 	js := p.w.js
@@ -77,17 +91,19 @@ func (p *partition) run(ctx context.Context) error {
 	if err := p.replay(ctx); err != nil {
 		return err
 	}
-	sub, err := p.w.nc.Subscribe(pipeline.DecideSubjectPrefix+p.label, func(m *nats.Msg) {
-		select {
-		case p.reqs <- m:
-		default:
-			reply(m, Verdict{Decision: "error", Error: "detector busy"})
+	if p.n != GlobalPartition {
+		sub, err := p.w.nc.Subscribe(pipeline.DecideSubjectPrefix+p.label, func(m *nats.Msg) {
+			select {
+			case p.reqs <- m:
+			default:
+				reply(m, Verdict{Decision: "error", Error: "detector busy"})
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("partition %d: subscribe decide: %w", p.n, err)
 		}
-	})
-	if err != nil {
-		return fmt.Errorf("partition %d: subscribe decide: %w", p.n, err)
+		defer sub.Unsubscribe()
 	}
-	defer sub.Unsubscribe()
 
 	it, err := p.cons.Messages(jetstream.PullMaxMessages(p.w.cfg.Batch))
 	if err != nil {
@@ -262,12 +278,17 @@ func (p *partition) handleBatch(ctx context.Context, batch []jetstream.Msg) erro
 			continue // redelivered: already counted, its decisions published
 		}
 		var ev pipeline.Event
-		if err := p.dec.Decode(m.Data(), &ev); err != nil {
-			dead = append(dead, deadLetter{m, err.Error()})
-			continue
+		err = p.dec.Decode(m.Data(), &ev)
+		reason := ""
+		if err != nil {
+			reason = err.Error()
+		} else {
+			reason = p.checkRoute(m.Subject(), &ev)
 		}
-		if reason := p.checkRoute(m.Subject(), &ev); reason != "" {
-			dead = append(dead, deadLetter{m, reason})
+		if reason != "" {
+			if p.n != GlobalPartition { // the agent's own partition dead-letters it
+				dead = append(dead, deadLetter{m, reason})
+			}
 			continue
 		}
 		p.inState[seq] = struct{}{}
@@ -317,6 +338,9 @@ func (p *partition) checkRoute(subject string, ev *pipeline.Event) string {
 	tenant, _, _ := strings.Cut(rest, ".")
 	if tenant != ev.Tenant {
 		return fmt.Sprintf("tenant: event says %q but was published on %s", ev.Tenant, subject)
+	}
+	if p.n == GlobalPartition {
+		return ""
 	}
 	if want := pipeline.Partition(ev.Agent, p.w.cfg.Topology.Partitions); want != p.n {
 		return fmt.Sprintf("partition: agent %q belongs to partition %d, published to %d (use pipeline.EventSubject)", ev.Agent, want, p.n)

@@ -68,7 +68,7 @@ func (w *Worker) balance(ctx context.Context, kv jetstream.KeyValue, parts map[i
 		return err
 	}
 	want := map[int]bool{}
-	for _, p := range assign(id, live, w.cfg.Topology.Partitions) {
+	for _, p := range assign(id, live, w.cfg.Topology.Partitions, w.global != nil) {
 		want[p] = true
 	}
 	// renew, and drop what failed or was lost

@@ -80,6 +80,10 @@ type Worker struct {
 	log   zerolog.Logger
 	m     *metrics
 	guard *guardRail
+	// local holds the rules whose groups stay within one agent (evaluated
+	// per partition); global the rest (evaluated by the global partition's
+	// owner), or nil when there are none.
+	local, global *rules.Set
 
 	mu         sync.Mutex
 	ruleErrors map[int]int64
@@ -112,6 +116,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 		ruleErrors: map[int]int64{},
 	}
 	w.guard = newGuardRail(cfg.RevokeLimit, cfg.Now, w.log, w.m)
+	isLocal := func(r *rules.CompiledRule) bool { return cfg.Rules.Groups[r.Group].PartitionLocal() }
+	w.local = cfg.Rules.Subset(isLocal)
+	if g := cfg.Rules.Subset(func(r *rules.CompiledRule) bool { return !isLocal(r) }); len(g.Rules) > 0 {
+		w.global = g
+	}
 	return w, nil
 }
 

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -181,18 +182,7 @@ func Coverage(set *rules.Set) []Missing {
 // shallow copies renumbered from 0, as the engine indexes its per-rule state
 // by CompiledRule.Index. Unknown ids are ignored.
 func Subset(set *rules.Set, ids []string) *rules.Set {
-	sub := &rules.Set{Aggs: set.Aggs, Groups: set.Groups, Hash: set.Hash}
-	for _, r := range set.Rules {
-		for _, id := range ids {
-			if r.ID == id {
-				c := *r
-				c.Index = len(sub.Rules)
-				sub.Rules = append(sub.Rules, &c)
-				break
-			}
-		}
-	}
-	return sub
+	return set.Subset(func(r *rules.CompiledRule) bool { return slices.Contains(ids, r.ID) })
 }
 
 // RunTest runs one test of set.
