@@ -397,3 +397,31 @@ func TestCrossAgentRulesSeeEveryPartition(t *testing.T) {
 	// the malformed-event path is the agent partition's alone: nothing dead-lettered twice
 	require.Empty(t, e.streamMsgs(pipeline.DeadLetterStream))
 }
+
+// The whole path: an attack published as events becomes a signed
+// revocation that a real enforcer verifies, applies (the next call of the
+// session is denied, other sessions are not) and acknowledges.
+func TestEnforcerAppliesAndAcknowledges(t *testing.T) {
+	e := setup(t)
+	e.startWorker("w1")
+	enc, _ := e.srv.Connect(t)
+	enf, err := enforce.New(enc, enforce.Config{ID: "proxy-1", Keyring: e.keys, FailPolicy: enforce.FailOpen, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	require.NoError(t, enf.Start(context.Background()))
+	t.Cleanup(enf.Close)
+
+	agent := "spiffe://acme.dev/agent/support"
+	call := &enforce.Call{Tenant: "acme", Agent: agent, Session: "s-1", Tool: "http.post", Action: "send"}
+	other := &enforce.Call{Tenant: "acme", Agent: agent, Session: "s-2", Tool: "http.post", Action: "send"}
+	require.Equal(t, enforce.Allow, enf.Check(call).Decision)
+	e.publish(exfil(agent, "s-1", 0)...)
+	require.Eventually(t, func() bool { return enf.Check(call).Decision == enforce.Deny }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, enforce.Allow, enf.Check(other).Decision, "only the offending session is revoked")
+
+	require.Eventually(t, func() bool { return len(e.streamMsgs(pipeline.AcksStream)) == 1 }, 10*time.Second, 20*time.Millisecond)
+	var ack enforce.Ack
+	require.NoError(t, json.Unmarshal(e.streamMsgs(pipeline.AcksStream)[0].Data, &ack))
+	require.Equal(t, "proxy-1", ack.Enforcer)
+	require.Equal(t, enf.Check(call).CommandID, ack.CommandID)
+	require.False(t, ack.AppliedAt.Before(ack.IssuedAt), "time-to-enforce is applied_at - issued_at")
+}

@@ -101,7 +101,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 	if cfg.Signer == nil {
 		return nil, errors.New("detect: a signing key is required to issue revocations")
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	// An async publish whose ack never comes must fail (and be retried)
+	// rather than wait forever.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return nil, err
 	}
