@@ -130,6 +130,13 @@ func (p *partition) run(ctx context.Context) error {
 	defer lagTick.Stop()
 	batch := make([]jetstream.Msg, 0, p.w.cfg.Batch)
 	for {
+		// Fresh-decision requests come first: a proxy is waiting on them.
+		select {
+		case r := <-p.reqs:
+			p.handleDecide(ctx, r)
+			continue
+		default:
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -399,12 +406,28 @@ func (p *partition) handleDecide(ctx context.Context, r *nats.Msg) {
 	if len(p.decided) > 100000 {
 		clear(p.decided) // bounded: at worst an event is counted twice
 	}
+	// Record the call without waiting for the store: the loop goes back to
+	// events and requests at once. Losing this record loses history, not a
+	// decision, and is logged.
 	msg := &nats.Msg{Subject: pipeline.EventSubject(ev.Tenant, ev.Agent, p.w.cfg.Topology.Partitions), Data: r.Data, Header: nats.Header{}}
 	msg.Header.Set(pipeline.HeaderDecided, "1")
-	if _, err := p.w.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID)); err != nil {
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	if f, err := p.w.js.PublishMsgAsync(msg); err != nil {
 		p.log.Warn().Err(err).Str("event", ev.ID).Msg("fresh decision: event not recorded")
+	} else {
+		go func(id string) {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				p.log.Warn().Err(err).Str("event", id).Msg("fresh decision: event not recorded")
+			}
+		}(ev.ID)
 	}
-	if err := p.w.publish(ctx, p.n, decs, nil); err != nil && !errors.Is(err, context.Canceled) {
-		p.log.Error().Err(err).Msg("fresh decision: decisions not published")
+	// Decisions (rare) are published durably like any other: revocations
+	// are commands.
+	if len(decs) > 0 {
+		if err := p.w.publish(ctx, p.n, decs, nil); err != nil && !errors.Is(err, context.Canceled) {
+			p.log.Error().Err(err).Msg("fresh decision: decisions not published")
+		}
 	}
 }

@@ -177,7 +177,23 @@ func (w *Worker) publish(ctx context.Context, part int, decs []detectors.Decisio
 		m.Header.Set(jetstream.MsgIDHeader, c.ID)
 		msgs = append(msgs, m)
 	}
-	// Current state first: enforcers act on the KV bucket.
+	// The current state (KV, what enforcers act on) and the streams are
+	// written concurrently: one round trip, not two, before the ack.
+	if len(cmds) == 0 {
+		return retry(ctx, w.m, func() error { return w.publishAll(ctx, msgs) })
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- retry(ctx, w.m, func() error { return w.publishAll(ctx, msgs) }) }()
+	kvErr := w.putCommands(ctx, cmds)
+	if err := <-errc; err != nil {
+		return err
+	}
+	return kvErr
+}
+
+// putCommands writes commands to the revocations bucket; an id already
+// there was issued before (replay or redelivery) and is left as it is.
+func (w *Worker) putCommands(ctx context.Context, cmds []*enforce.Command) error {
 	for _, c := range cmds {
 		b, _ := json.Marshal(c)
 		ttl := time.Until(c.ExpiresAt)
@@ -202,7 +218,7 @@ func (w *Worker) publish(ctx context.Context, part int, decs []detectors.Decisio
 		w.log.Info().Str("command", c.ID).Str("kind", c.Kind).Str("scope", c.Scope).Str("tenant", c.Tenant).
 			Str("rule", c.Rule).Str("decision", c.Decision).Msg("revocation issued")
 	}
-	return retry(ctx, w.m, func() error { return w.publishAll(ctx, msgs) })
+	return nil
 }
 
 func (w *Worker) publishAll(ctx context.Context, msgs []*nats.Msg) error {
