@@ -127,6 +127,10 @@ unit-test them and replay them over recorded events before enforcing them.`,
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	root.AddCommand(newVersionCmd(a), newRulesCmd(a), newServeCmd(a), newDevCmd(a))
+	for _, newCmd := range extraCommands {
+		root.AddCommand(newCmd(a))
+	}
+	root.AddCommand(newBenchCmd(a))
 	return root
 }
 
