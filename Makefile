@@ -22,8 +22,11 @@ test:
 fuzz:
 	FUZZTIME=$(FUZZTIME) GO=$(GO) .ci/fuzz
 
-bench:
+# Go benchmarks of the hot paths, then the end-to-end figures against the
+# raw engines (tripline bench; a few minutes on 2 cores).
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./...
+	$(BIN) bench
 
 lint-rules: build
 	$(BIN) rules lint rules/examples

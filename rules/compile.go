@@ -266,6 +266,9 @@ func (c *compiler) compileRule(r *Rule) {
 	}
 	for _, o := range r.Overrides {
 		params := maps.Clone(r.Params)
+		if params == nil {
+			params = map[string]any{}
+		}
 		maps.Copy(params, o.Params)
 		if cond := c.condition(r, cr, params); cond != nil {
 			cr.Variants = append(cr.Variants, Variant{Tenant: o.Tenant, Agent: o.Agent, Params: params, Cond: cond})
