@@ -23,6 +23,10 @@ type Decision struct {
 	Scope       string    `json:"scope,omitempty"`
 	// RevokeFor is how long a revocation issued from this decision lasts.
 	RevokeFor time.Duration `json:"revoke_for,omitempty"`
+	// HoldTimeout and OnTimeout, on a hold: how long it waits for an
+	// approval and what happens then (release or deny).
+	HoldTimeout time.Duration `json:"hold_timeout,omitempty"`
+	OnTimeout   string        `json:"on_timeout,omitempty"`
 
 	Tenant string `json:"tenant"`
 	// Group is the rule's group key, e.g. "tenant=acme,session=s-1".

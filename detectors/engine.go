@@ -463,6 +463,9 @@ func (e *Engine) decision(r *rules.CompiledRule, c *rules.Condition, g *group, e
 	if r.Rule.Action != rules.ActionAlert {
 		d.RevokeFor = time.Duration(r.RevokeFor)
 	}
+	if r.Rule.Action == rules.ActionHold {
+		d.HoldTimeout, d.OnTimeout = time.Duration(r.HoldTimeout), r.OnTimeout
+	}
 	for _, x := range c.Explain {
 		val := Value{Name: x.Text, Value: e.aggs[x.Slot]}
 		if math.IsNaN(val.Value) || math.IsInf(val.Value, 0) {

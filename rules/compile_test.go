@@ -49,7 +49,7 @@ func TestLintReportsEveryErrorWithPosition(t *testing.T) {
 		`r.yaml:5:12: tag "ASI11" is not a known threat id (ASI01..ASI10, T1..T15, NHI1..NHI10, MAESTRO-L1..L7, NIST-GOVERN|MAP|MEASURE|MANAGE) nor a namespaced tag like team:soc`,
 		`r.yaml:6:26: invalid filter nope == 1: unknown name nope`,
 		`r.yaml:7:11: mode "loud" must be shadow or enforce`,
-		`r.yaml:8:5: unknown field "colour" (known: id, description, rationale, severity, tags, match, group, condition, params, overrides, action, scope, revoke_for, mode, cooldown, exceptions, tests)`,
+		`r.yaml:8:5: unknown field "colour" (known: id, description, rationale, severity, tags, match, group, condition, params, overrides, action, scope, revoke_for, hold_timeout, on_timeout, mode, cooldown, exceptions, tests)`,
 		`r.yaml:13:16: tool is not numeric; sum() takes bytes_in, bytes_out, records or delegation_depth`,
 		`r.yaml:15:12: scope "galaxy" must be one of session, instance, agent, task, principal, credential, tool`,
 		`r.yaml:16:5: rule id "ok-rule" is already defined at r.yaml:9:5`,
@@ -217,3 +217,26 @@ func FuzzCompile(f *testing.F) {
 }
 
 var _ = fmt.Sprint
+
+func TestHoldTimeoutPolicy(t *testing.T) {
+	set, err := Compile(Source{Name: "r.yaml", Data: []byte(`rules:
+  - id: h
+    description: d
+    condition: count(1m) > 1
+    action: hold
+    hold_timeout: 15m
+    on_timeout: deny
+  - id: r
+    description: d
+    condition: count(1m) > 1
+    action: hold
+`)})
+	require.NoError(t, err)
+	require.Equal(t, TimeoutDeny, set.Rules[0].OnTimeout)
+	require.Equal(t, Duration(15*time.Minute), set.Rules[0].HoldTimeout)
+	require.Equal(t, TimeoutRelease, set.Rules[1].OnTimeout, "default: the hold is released when it times out")
+	require.Equal(t, set.Rules[1].RevokeFor, set.Rules[1].HoldTimeout)
+	errs := compileErrs(t, "rules:\n  - id: a\n    description: d\n    condition: count(1m) > 1\n    on_timeout: deny\n  - id: b\n    description: d\n    condition: count(1m) > 1\n    action: hold\n    on_timeout: maybe\n")
+	require.Contains(t, errs, "r.yaml:5:17: hold_timeout and on_timeout belong to action: hold")
+	require.Contains(t, errs, `r.yaml:10:17: on_timeout "maybe" must be release or deny`)
+}

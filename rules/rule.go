@@ -30,6 +30,12 @@ const (
 	ActionHold   = "hold"
 )
 
+// What a hold does when nobody approves or denies it within hold_timeout.
+const (
+	TimeoutRelease = "release" // the hold ends: calls go through again
+	TimeoutDeny    = "deny"    // the scope is refused for revoke_for more
+)
+
 // Severities, lowest first.
 var Severities = []string{"info", "low", "medium", "high", "critical"}
 
@@ -63,6 +69,8 @@ type Rule struct {
 	Action      string         `yaml:"action"`
 	Scope       string         `yaml:"scope"`
 	RevokeFor   Duration       `yaml:"revoke_for"`
+	HoldTimeout Duration       `yaml:"hold_timeout"`
+	OnTimeout   string         `yaml:"on_timeout"`
 	Mode        string         `yaml:"mode"`
 	Cooldown    Duration       `yaml:"cooldown"`
 	Exceptions  []*Exception   `yaml:"exceptions"`
@@ -222,7 +230,7 @@ func version(r *Rule) string {
 	h := sha256.New()
 	var b strings.Builder
 	b.WriteString(r.ID)
-	for _, k := range []string{"description", "severity", "tags", "match", "group", "condition", "params", "overrides", "action", "scope", "revoke_for", "mode", "cooldown", "exceptions"} {
+	for _, k := range []string{"description", "severity", "tags", "match", "group", "condition", "params", "overrides", "action", "scope", "revoke_for", "hold_timeout", "on_timeout", "mode", "cooldown", "exceptions"} {
 		n := r.Nodes[k]
 		if n == nil {
 			continue
@@ -318,6 +326,25 @@ func (c *compiler) validateRule(r *Rule) {
 	}
 	if r.RevokeFor == 0 {
 		r.RevokeFor = Duration(DefaultRevokeFor)
+	}
+	switch {
+	case r.Action != ActionHold && (r.HoldTimeout != 0 || r.OnTimeout != ""):
+		k := "hold_timeout"
+		if r.Nodes[k] == nil {
+			k = "on_timeout"
+		}
+		bad(k, "hold_timeout and on_timeout belong to action: hold")
+	case r.Action == ActionHold:
+		switch r.OnTimeout {
+		case "":
+			r.OnTimeout = TimeoutRelease
+		case TimeoutRelease, TimeoutDeny:
+		default:
+			bad("on_timeout", "on_timeout %q must be release or deny", r.OnTimeout)
+		}
+		if r.HoldTimeout == 0 {
+			r.HoldTimeout = r.RevokeFor
+		}
 	}
 	for _, o := range r.Overrides {
 		if o.Tenant == "" && o.Agent == "" {

@@ -425,3 +425,20 @@ func TestEnforcerAppliesAndAcknowledges(t *testing.T) {
 	require.Equal(t, enf.Check(call).CommandID, ack.CommandID)
 	require.False(t, ack.AppliedAt.Before(ack.IssuedAt), "time-to-enforce is applied_at - issued_at")
 }
+
+func TestHoldCommandCarriesItsTimeoutPolicy(t *testing.T) {
+	_, priv, err := enforce.GenerateKey()
+	require.NoError(t, err)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	w := &Worker{cfg: Config{WorkerID: "w", Signer: enforce.NewSigner(priv), Now: func() time.Time { return now }}}
+	d := &detectors.Decision{ID: "d-1", Tenant: "acme", Mode: "enforce", Action: "hold", Scope: "session",
+		Subject: detectors.Subject{Agent: "a", Session: "s"}, RevokeFor: time.Hour, HoldTimeout: 15 * time.Minute, OnTimeout: rules.TimeoutDeny}
+	c := w.command(d)
+	require.Equal(t, enforce.KindHold, c.Kind)
+	require.Equal(t, now.Add(15*time.Minute), c.HoldUntil)
+	require.Equal(t, now.Add(75*time.Minute), c.ExpiresAt, "after the timeout the scope is refused for revoke_for")
+	d.OnTimeout = rules.TimeoutRelease
+	c = w.command(d)
+	require.True(t, c.HoldUntil.IsZero())
+	require.Equal(t, now.Add(15*time.Minute), c.ExpiresAt, "released: the hold simply ends")
+}

@@ -314,6 +314,21 @@ func (w *Worker) command(d *detectors.Decision) *enforce.Command {
 		ttl = rules.DefaultRevokeFor
 	}
 	c.ExpiresAt = c.IssuedAt.Add(ttl)
+	if kind == enforce.KindHold {
+		// A hold waits hold_timeout for an analyst; then it is released
+		// (it expires) or, with on_timeout: deny, refuses the scope for
+		// revoke_for more.
+		timeout := d.HoldTimeout
+		if timeout <= 0 {
+			timeout = ttl
+		}
+		if d.OnTimeout == rules.TimeoutDeny {
+			c.HoldUntil = c.IssuedAt.Add(timeout)
+			c.ExpiresAt = c.HoldUntil.Add(ttl)
+		} else {
+			c.ExpiresAt = c.IssuedAt.Add(timeout)
+		}
+	}
 	w.cfg.Signer.Sign(c)
 	return c
 }

@@ -53,6 +53,9 @@ type Verdict struct {
 const (
 	ReasonStale      = "enforcer stale"
 	ReasonNotStarted = "enforcer not started"
+	// ReasonHoldTimedOut: a hold nobody approved in time, whose rule says
+	// on_timeout: deny.
+	ReasonHoldTimedOut = "hold timed out without approval"
 )
 
 // Check decides a call against the revocations and holds in force. It is

@@ -64,6 +64,10 @@ type Command struct {
 
 	IssuedAt  time.Time `json:"issued_at"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// HoldUntil, on a hold, is when an unanswered hold times out into a
+	// deny (the rule's on_timeout: deny): from then until ExpiresAt the
+	// scope's calls are refused. Zero: the hold simply ends at ExpiresAt.
+	HoldUntil time.Time `json:"hold_until,omitzero"`
 	// Issuer is "engine/<worker id>" or "analyst/<name>".
 	Issuer string `json:"issuer"`
 	KeyID  string `json:"key_id"`
@@ -165,6 +169,9 @@ func (c *Command) validate() error {
 		}
 	default:
 		return fmt.Errorf("%w: unknown kind %q", ErrMalformed, c.Kind)
+	}
+	if !c.HoldUntil.IsZero() && (c.Kind != KindHold || !c.HoldUntil.Before(c.ExpiresAt)) {
+		return fmt.Errorf("%w: hold_until belongs to a hold and comes before expires_at", ErrMalformed)
 	}
 	if c.ID == "" || c.IssuedAt.IsZero() || c.ExpiresAt.IsZero() {
 		return fmt.Errorf("%w: id, issued_at and expires_at are required", ErrMalformed)

@@ -63,7 +63,9 @@ type entry struct {
 	tool    string
 	reason  string
 	expires int64 // unix nanoseconds
-	issued  time.Time
+	// holdUntil (unix ns, 0: none) is when a hold times out into a deny.
+	holdUntil int64
+	issued    time.Time
 }
 
 type toolKey struct{ agent, tool string }
@@ -200,6 +202,9 @@ func (s *state) check(c *Call, now int64) Verdict {
 			if !e.hold {
 				return Verdict{Decision: Deny, CommandID: e.id, Reason: e.reason}
 			}
+			if e.holdUntil != 0 && now >= e.holdUntil {
+				return Verdict{Decision: Deny, CommandID: e.id, Reason: ReasonHoldTimedOut}
+			}
 			if hold == nil {
 				hold = e
 			}
@@ -212,6 +217,9 @@ func (s *state) check(c *Call, now int64) Verdict {
 			}
 			if !e.hold {
 				return Verdict{Decision: Deny, CommandID: e.id, Reason: e.reason}
+			}
+			if e.holdUntil != 0 && now >= e.holdUntil {
+				return Verdict{Decision: Deny, CommandID: e.id, Reason: ReasonHoldTimedOut}
 			}
 			if hold == nil {
 				hold = e
@@ -421,6 +429,7 @@ func (s *state) apply(c *Command, now time.Time) change {
 			id: c.ID, sig: c.Sig, kind: c.Kind, hold: c.Kind == KindHold,
 			tenant: c.Tenant, slot: scopeSlot(c.Scope), value: c.Value, tool: c.Tool,
 			reason: c.Reason, expires: exp, issued: c.IssuedAt,
+			holdUntil: unixNanoOrZero(c.HoldUntil),
 		})
 	}
 	s.applied[c.ID] = record{sig: c.Sig, until: exp}
@@ -461,4 +470,11 @@ func (s *state) sweep(entries []*entry, records, lifted []string) {
 	for _, id := range lifted {
 		delete(s.lifted, id)
 	}
+}
+
+func unixNanoOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }

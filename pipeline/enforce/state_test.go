@@ -294,3 +294,29 @@ func TestIndexMatchesModel(t *testing.T) {
 	}
 	require.Len(t, st.byID, len(live))
 }
+
+// A hold whose rule says on_timeout: deny holds writes until HoldUntil,
+// then refuses every call of the scope until it expires.
+func TestHoldTimesOutIntoDeny(t *testing.T) {
+	s, kr := keysFor(t)
+	now := epoch
+	hold := signed(s, Command{ID: "hd-2", Kind: KindHold, Tenant: "acme", Scope: ScopeSession, Value: "s9",
+		Reason: "privileged action", IssuedAt: now, HoldUntil: now.Add(15 * time.Minute), ExpiresAt: now.Add(75 * time.Minute), Issuer: "engine/w1"})
+	st := newState()
+	_, ch := step(t, st, kr, hold, now)
+	require.True(t, ch.ack)
+	write := &Call{Tenant: "acme", Session: "s9", Action: "write"}
+	read := &Call{Tenant: "acme", Session: "s9", Action: "read"}
+	at := now.Add(14 * time.Minute).UnixNano()
+	require.Equal(t, Hold, st.check(write, at).Decision)
+	require.Equal(t, Allow, st.check(read, at).Decision)
+	at = now.Add(16 * time.Minute).UnixNano()
+	require.Equal(t, Verdict{Decision: Deny, CommandID: "hd-2", Reason: ReasonHoldTimedOut}, st.check(write, at))
+	require.Equal(t, Deny, st.check(read, at).Decision)
+	require.Equal(t, Allow, st.check(write, now.Add(76*time.Minute).UnixNano()).Decision)
+
+	// hold_until only on holds, and before the expiry
+	bad := signed(s, Command{ID: "rv-9", Kind: KindRevoke, Tenant: "acme", Scope: ScopeSession, Value: "s9",
+		Reason: "x", IssuedAt: now, HoldUntil: now.Add(time.Minute), ExpiresAt: now.Add(time.Hour), Issuer: "engine/w1"})
+	require.ErrorIs(t, kr.Verify(bad), ErrMalformed)
+}
