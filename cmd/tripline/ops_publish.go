@@ -81,24 +81,11 @@ func (a *app) opsPublish(cmd *cobra.Command, f publishFlags) error {
 		return err
 	}
 	defer in.Close()
-	c, err := a.opsConnect(cmd, f.nats)
+	prod, reg, parts, done, err := a.opsProducer(cmd, f.nats, f.partitions)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	if err := opsRequireStream(ctx, c.js, pipeline.EventsStream); err != nil {
-		return err
-	}
-	parts := c.partitions(f.partitions)
-	a.opsCheckPartitions(ctx, c, parts)
-
-	reg := prometheus.NewRegistry()
-	prod := enforce.NewProducer(c.js, enforce.ProducerConfig{Partitions: parts, Logger: a.log, Registerer: reg})
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = prod.Close(cctx)
-	}()
+	defer done()
 
 	var st publishStats
 	start := time.Now()
@@ -305,4 +292,29 @@ func (p *opsProgress) clear() {
 		fmt.Fprint(p.w, "\r\033[K")
 		p.shown = false
 	}
+}
+
+// opsProducer connects to NATS (checking the events stream exists and the
+// partition count matches the engine's) and returns a producer with its
+// metrics registry, and a function that flushes and closes both.
+func (a *app) opsProducer(cmd *cobra.Command, nf opsNATSFlags, partitions int) (*enforce.Producer, *prometheus.Registry, int, func(), error) {
+	ctx := cmd.Context()
+	c, err := a.opsConnect(cmd, nf)
+	if err != nil {
+		return nil, nil, 0, nil, err
+	}
+	if err := opsRequireStream(ctx, c.js, pipeline.EventsStream); err != nil {
+		c.Close()
+		return nil, nil, 0, nil, err
+	}
+	parts := c.partitions(partitions)
+	a.opsCheckPartitions(ctx, c, parts)
+	reg := prometheus.NewRegistry()
+	prod := enforce.NewProducer(c.js, enforce.ProducerConfig{Partitions: parts, Logger: a.log, Registerer: reg})
+	return prod, reg, parts, func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = prod.Close(cctx)
+		c.Close()
+	}, nil
 }

@@ -12,12 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/tripline/tripline/internal/sim"
 	"github.com/tripline/tripline/pipeline"
-	"github.com/tripline/tripline/pipeline/enforce"
 )
 
 type simulateFlags struct {
@@ -234,23 +232,11 @@ func (a *app) opsSimulateFile(ctx context.Context, f simulateFlags, s *sim.Sim, 
 
 func (a *app) opsSimulateLive(cmd *cobra.Command, f simulateFlags, s *sim.Sim, writeLabel func(*sim.Label) error, st *simStats) error {
 	ctx := cmd.Context()
-	c, err := a.opsConnect(cmd, f.nats)
+	prod, reg, parts, done, err := a.opsProducer(cmd, f.nats, f.partitions)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	if err := opsRequireStream(ctx, c.js, pipeline.EventsStream); err != nil {
-		return err
-	}
-	parts := c.partitions(f.partitions)
-	a.opsCheckPartitions(ctx, c, parts)
-	reg := prometheus.NewRegistry()
-	prod := enforce.NewProducer(c.js, enforce.ProducerConfig{Partitions: parts, Logger: a.log, Registerer: reg})
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = prod.Close(cctx)
-	}()
+	defer done()
 
 	cfg := s.Config()
 	a.log.Info().Str("run", cfg.Run).Int("partitions", parts).Float64("rate", cfg.Rate).Dur("duration", cfg.Duration).

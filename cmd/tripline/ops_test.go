@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 
@@ -27,54 +25,9 @@ import (
 	"github.com/tripline/tripline/pipeline/enforce"
 )
 
-// opsHooked reports whether newRootCmd adds extraCommands itself.
-func opsHooked() bool {
-	for _, c := range newRootCmd(&app{}).Commands() {
-		if c.Name() == "keys" {
-			return true
-		}
-	}
-	return false
-}
-
-// opsRun is run, with the operator commands added when root.go does not
-// add them yet.
-func opsRun(ctx context.Context, args []string, e env) int {
-	if opsHooked() {
-		return run(ctx, args, e)
-	}
-	a := &app{env: e, log: newLogger(e.stderr, e.tty, zerolog.InfoLevel)}
-	root := newRootCmd(a)
-	for _, f := range extraCommands {
-		root.AddCommand(f(a))
-	}
-	root.SetArgs(append([]string{}, args...))
-	root.SetIn(e.stdin)
-	root.SetOut(e.stdout)
-	root.SetErr(e.stderr)
-	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return exitOK
-	}
-	msg := err.Error()
-	code, usage := exitUsage, strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "required flag")
-	var xe *exitError
-	if errors.As(err, &xe) {
-		code, usage = xe.code, xe.usage
-		if xe.err == nil {
-			return code
-		}
-	}
-	if errors.Is(err, context.Canceled) {
-		a.log.Warn().Msg("interrupted")
-		return code
-	}
-	a.log.Error().Msg(err.Error())
-	if usage {
-		fmt.Fprintln(e.stderr, "Run 'tripline --help' for usage.")
-	}
-	return code
-}
+// opsRun runs a command line (the operator commands are registered by
+// root.go through extraCommands).
+func opsRun(ctx context.Context, args []string, e env) int { return run(ctx, args, e) }
 
 // syncBuffer is a buffer a running command writes while the test reads.
 type syncBuffer struct {
@@ -186,9 +139,6 @@ func TestOpsHelp(t *testing.T) {
 	for _, f := range extraCommands {
 		c := f(a)
 		names[c.Name()] = true
-		if !opsHooked() {
-			root.AddCommand(c)
-		}
 	}
 	for _, c := range root.Commands() {
 		if names[c.Name()] {
