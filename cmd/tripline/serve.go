@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -163,22 +164,26 @@ func (a *app) serve(ctx context.Context, cfg *config.Config, dev bool) error {
 	log.Info().Str("nats", conn.URL).Int("rules", len(set.Rules)).Str("rule_set", set.Hash).
 		Int("partitions", cfg.Topology.Partitions).Str("http", addr).Strs("roles", cfg.Roles).Msg("tripline running")
 	if dev {
+		self := "tripline"
+		if strings.Contains(os.Args[0], "go-build") {
+			self = "go run ./cmd/tripline" // started with go run
+		}
 		pub := ""
 		if cfg.Signing.KeyFile != "" {
 			pub = cfg.Signing.KeyFile + ".pub"
 		}
 		fmt.Fprintf(a.stderr, `
 Tripline is running (Ctrl-C to stop).
-  NATS        %s   (JetStream data in %s)
-  metrics     http://%s/metrics   health: http://%s/healthz
-  rules       %d rules, set %s
-  engine key  %s   (enforcers verify revocations with it)
+  NATS        %[1]s   (JetStream data in %[2]s)
+  metrics     http://%[3]s/metrics   health: http://%[3]s/healthz
+  rules       %[4]d rules, set %[5]s
+  engine key  %[6]s   (enforcers verify revocations with it)
 
 Try, in another terminal:
-  tripline simulate --rate 50 --duration 1m
-  tripline watch revocations --key %s
-  tripline watch decisions
-`, conn.URL, cfg.NATS.Embedded.StoreDir, addr, addr, len(set.Rules), set.Hash, pub, pub)
+  %[7]s simulate --rate 50 --duration 1m
+  %[7]s watch revocations --key %[6]s
+  %[7]s watch decisions
+`, conn.URL, cfg.NATS.Embedded.StoreDir, addr, len(set.Rules), set.Hash, pub, self)
 	}
 	err = g.Wait()
 	if err != nil && !errors.Is(err, context.Canceled) {

@@ -60,7 +60,7 @@ func newPartition(w *Worker, n int) *partition {
 		reqs:    make(chan *nats.Msg, 256),
 		decided: map[string]struct{}{},
 		inState: map[uint64]struct{}{},
-		log:     w.log.With().Int("partition", n).Logger(),
+		log:     w.log.With().Str("partition", label).Logger(),
 	}
 }
 
