@@ -43,7 +43,11 @@ type NATS struct {
 	Creds string `yaml:"creds"`
 	// NKey is an nkey seed file, for nkey-authenticated users.
 	NKey string `yaml:"nkey"`
-	TLS  TLS    `yaml:"tls"`
+	// InboxPrefix replaces "_INBOX" for this client's replies. With the
+	// authorization in deploy/nats/auth.conf every identity but the engine
+	// must use its own prefix (see docs/nats.md).
+	InboxPrefix string `yaml:"inbox_prefix"`
+	TLS         TLS    `yaml:"tls"`
 	// Embedded runs nats-server in process (tripline dev).
 	Embedded *Embedded `yaml:"embedded"`
 	Name     string    `yaml:"name"`

@@ -58,6 +58,9 @@ func (n NATS) Connect(extra ...nats.Option) (*Conn, error) {
 		}
 		opts = append(opts, o)
 	}
+	if n.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(n.InboxPrefix))
+	}
 	if n.TLS.CA != "" {
 		opts = append(opts, nats.RootCAs(n.TLS.CA))
 	}
