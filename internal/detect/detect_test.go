@@ -442,3 +442,33 @@ func TestHoldCommandCarriesItsTimeoutPolicy(t *testing.T) {
 	require.True(t, c.HoldUntil.IsZero())
 	require.Equal(t, now.Add(15*time.Minute), c.ExpiresAt, "released: the hold simply ends")
 }
+
+// Command ids are predictable; a value planted at a future revocation's
+// key (e.g. a reflected JetStream ack) must not stop the revocation.
+func TestPlantedRevocationKeyIsOverwritten(t *testing.T) {
+	e := setup(t)
+	agent := "spiffe://acme.dev/agent/support"
+	// Work out the id the engine will use by evaluating the attack offline.
+	eng := detectors.NewEngine(e.set, detectors.Options{})
+	var decs []detectors.Decision
+	for _, ev := range exfil(agent, "s-1", 0) {
+		decs = eng.Process(ev, decs)
+	}
+	require.Len(t, decs, 1)
+	id := enforce.CommandID(decs[0].ID, decs[0].Scope)
+	kv, err := e.js.KeyValue(context.Background(), pipeline.RevocationsBucket)
+	require.NoError(t, err)
+	_, err = kv.Create(context.Background(), id, []byte(`{"stream":"TL_EVENTS","seq":7}`))
+	require.NoError(t, err)
+
+	e.startWorker("w1")
+	e.publish(exfil(agent, "s-1", 0)...)
+	require.Eventually(t, func() bool {
+		ent, err := kv.Get(context.Background(), id)
+		if err != nil {
+			return false
+		}
+		var c enforce.Command
+		return json.Unmarshal(ent.Value(), &c) == nil && c.ID == id && e.keys.Verify(&c) == nil
+	}, 10*time.Second, 20*time.Millisecond, "the signed command replaced the planted value")
+}

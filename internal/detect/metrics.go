@@ -18,6 +18,7 @@ type metrics struct {
 	owned         prometheus.Gauge
 	ruleErrors    prometheus.Counter
 	tooLate       prometheus.Counter
+	tampered      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -85,11 +86,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "tripline", Subsystem: "detect", Name: "too_late_events_total",
 			Help: "Events older than the lateness bound: stored, not counted in windows.",
 		}),
+		tampered: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "revocation_key_tampered_total",
+			Help: "Revocation keys found holding something other than their command, and overwritten.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.eventsIn, m.invalid, m.replayed, m.decisions, m.revocations, m.unenforceable,
 			m.guardTrips, m.evalSeconds, m.batchSeconds, m.decideSeconds, m.publishRetry, m.lag, m.owned,
-			m.ruleErrors, m.tooLate)
+			m.ruleErrors, m.tooLate, m.tampered)
 	}
 	return m
 }

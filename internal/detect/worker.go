@@ -203,10 +203,29 @@ func (w *Worker) putCommands(ctx context.Context, cmds []*enforce.Command) error
 		existed := false
 		if err := retry(ctx, w.m, func() error {
 			_, err := w.revKV.Create(ctx, c.ID, b, jetstream.KeyTTL(ttl))
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				existed = true // issued before (replay or redelivery): idempotent
+			if !errors.Is(err, jetstream.ErrKeyExists) {
+				return err
+			}
+			// Issued before (replay or redelivery) — unless what holds the
+			// key is not a command for it: command ids are predictable, and
+			// a client able to write the bucket (see docs/nats.md, the ack
+			// reflection gap) could occupy the key to pre-empt the
+			// revocation. Such a value is overwritten and reported.
+			e, gerr := w.revKV.Get(ctx, c.ID)
+			if errors.Is(gerr, jetstream.ErrKeyNotFound) {
+				return gerr // gone meanwhile (expired): create again
+			}
+			if gerr != nil {
+				return gerr
+			}
+			if ownsKey(e.Value(), c.ID) {
+				existed = true
 				return nil
 			}
+			w.m.tampered.Inc()
+			w.log.Error().Str("command", c.ID).Int("bytes", len(e.Value())).
+				Msg("revocation key held something that is not a command for it; overwriting (check bucket write permissions)")
+			_, err = w.revKV.Update(ctx, c.ID, b, e.Revision())
 			return err
 		}); err != nil {
 			return err
@@ -353,4 +372,15 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// ownsKey reports whether a bucket value is a signed command stored under
+// its own id: the command itself, or a lift of it. Signatures are the
+// enforcers' to check; this only tells a command from something else.
+func ownsKey(value []byte, id string) bool {
+	var c enforce.Command
+	if json.Unmarshal(value, &c) != nil || c.Sig == "" {
+		return false
+	}
+	return c.ID == id && (c.Kind == enforce.KindRevoke || c.Kind == enforce.KindHold) || c.Kind == enforce.KindLift && c.Lifts == id
 }
