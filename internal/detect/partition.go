@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,8 +37,10 @@ type partition struct {
 	// would not do.
 	inState map[uint64]struct{}
 	lastSeq uint64 // highest sequence replayed (for logs)
-	log     zerolog.Logger
-	out     []detectors.Decision
+	// inflight carries evaluated batches to the acker (see handleBatch).
+	inflight chan *pending
+	log      zerolog.Logger
+	out      []detectors.Decision
 }
 
 // GlobalPartition is the pseudo-partition whose owner evaluates the rules
@@ -104,6 +107,14 @@ func (p *partition) run(ctx context.Context) error {
 		}
 		defer sub.Unsubscribe()
 	}
+
+	p.inflight = make(chan *pending, maxInFlight)
+	ackerDone := make(chan struct{})
+	go p.ack(ackerDone)
+	defer func() {
+		close(p.inflight)
+		<-ackerDone
+	}()
 
 	it, err := p.cons.Messages(jetstream.PullMaxMessages(p.w.cfg.Batch))
 	if err != nil {
@@ -327,14 +338,47 @@ func (p *partition) handleBatch(ctx context.Context, batch []jetstream.Msg) erro
 	}
 	st := p.engine.Stats()
 	p.w.m.ruleErrors.Add(float64(st.RuleErrors) - p.w.ruleErrSeen(p.n, st.RuleErrors))
-	if err := p.w.publish(ctx, p.n, decs, dead); err != nil {
-		return err
+	// Publish without waiting: the next batch is evaluated while this
+	// one's decisions and revocations are in flight, so an attack is never
+	// queued behind another batch's round trips. The acker acks each batch,
+	// in order, once its publishes are durable.
+	pd := &pending{batch: slices.Clone(batch), done: make(chan error, 1), start: start}
+	select {
+	case p.inflight <- pd: // blocks while maxInFlight batches are unacked: backpressure
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	for _, m := range batch {
-		_ = m.Ack()
-	}
-	p.w.m.batchSeconds.Observe(time.Since(start).Seconds())
+	decs, dead = slices.Clone(decs), slices.Clone(dead)
+	go func() { pd.done <- p.w.publish(ctx, p.n, decs, dead) }()
 	return nil
+}
+
+// maxInFlight bounds the batches whose publishes are outstanding.
+const maxInFlight = 16
+
+// pending is a batch whose decisions are being published.
+type pending struct {
+	batch []jetstream.Msg
+	done  chan error
+	start time.Time
+}
+
+// ack acks batches in order as their publishes complete. A batch whose
+// publish failed (the worker is stopping) is left unacked, as is every
+// batch after it: JetStream redelivers them to the next owner.
+func (p *partition) ack(done chan<- struct{}) {
+	defer close(done)
+	failed := false
+	for pd := range p.inflight {
+		if err := <-pd.done; err != nil || failed {
+			failed = true
+			continue
+		}
+		for _, m := range pd.batch {
+			_ = m.Ack()
+		}
+		p.w.m.batchSeconds.Observe(time.Since(pd.start).Seconds())
+	}
 }
 
 // checkRoute refuses events published where they do not belong: the
