@@ -10,6 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -471,4 +474,41 @@ func TestPlantedRevocationKeyIsOverwritten(t *testing.T) {
 		var c enforce.Command
 		return json.Unmarshal(ent.Value(), &c) == nil && c.ID == id && e.keys.Verify(&c) == nil
 	}, 10*time.Second, 20*time.Millisecond, "the signed command replaced the planted value")
+}
+
+// The ack watcher measures time-to-enforce from enforcer acks, and raises
+// an alert for a revocation that no enforcer applied.
+func TestAckWatcherTimeToEnforceAndUnapplied(t *testing.T) {
+	e := setup(t)
+	nc, _ := e.srv.Connect(t)
+	w, err := New(context.Background(), nc, Config{WorkerID: "w", Topology: e.topo, Rules: e.set, Signer: e.signer,
+		UnappliedAfter: 500 * time.Millisecond, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.watchAcks(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	now := time.Now().UTC()
+	pub := func(subject string, v any, id string) {
+		b, _ := json.Marshal(v)
+		_, err := e.js.Publish(context.Background(), subject, b, jetstream.WithMsgID(id))
+		require.NoError(t, err)
+	}
+	applied := &enforce.Command{ID: "rv-a", Kind: enforce.KindRevoke, Tenant: "acme", Scope: "session", Value: "s1", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	ignored := &enforce.Command{ID: "rv-b", Kind: enforce.KindRevoke, Tenant: "acme", Scope: "session", Value: "s2", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	pub(pipeline.RevocationsSubjectPrefix+"acme", applied, applied.ID)
+	pub(pipeline.RevocationsSubjectPrefix+"acme", ignored, ignored.ID)
+	pub(pipeline.AcksSubjectPrefix+"acme", enforce.Ack{CommandID: "rv-a", Enforcer: "p1", AppliedAt: now.Add(3 * time.Millisecond), IssuedAt: now}, "rv-a/p1")
+
+	require.Eventually(t, func() bool { return testutil.ToFloat64(w.m.unapplied) == 1 }, 10*time.Second, 20*time.Millisecond,
+		"the revocation nobody applied raises one alert")
+	require.Equal(t, uint64(1), histogramCount(t, w.m.timeToEnforce))
+	require.Zero(t, testutil.ToFloat64(w.m.unappliedPending))
+}
+
+func histogramCount(t *testing.T, h prometheus.Histogram) uint64 {
+	var m dto.Metric
+	require.NoError(t, h.Write(&m))
+	return m.GetHistogram().GetSampleCount()
 }

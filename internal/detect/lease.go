@@ -31,6 +31,9 @@ func leaseKey(p int) string {
 	if p == GlobalPartition {
 		return "p.global"
 	}
+	if p == AckWatchPartition {
+		return "p.acks"
+	}
 	return "p." + strconv.Itoa(p)
 }
 
@@ -45,6 +48,9 @@ func assign(worker string, members []string, partitions int, global bool) []int 
 	}
 	if global && owner(GlobalPartition, members) == worker {
 		out = append(out, GlobalPartition)
+	}
+	if owner(AckWatchPartition, members) == worker {
+		out = append(out, AckWatchPartition)
 	}
 	return out
 }

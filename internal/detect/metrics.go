@@ -19,6 +19,10 @@ type metrics struct {
 	ruleErrors    prometheus.Counter
 	tooLate       prometheus.Counter
 	tampered      prometheus.Counter
+
+	timeToEnforce    prometheus.Histogram
+	unapplied        prometheus.Counter
+	unappliedPending prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -90,11 +94,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "tripline", Subsystem: "detect", Name: "revocation_key_tampered_total",
 			Help: "Revocation keys found holding something other than their command, and overwritten.",
 		}),
+		timeToEnforce: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "tripline", Name: "time_to_enforce_seconds",
+			Help:    "From a revocation's issue to the first enforcer acknowledging it (applied_at − issued_at).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		unapplied: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "tripline", Name: "revocations_unapplied_total",
+			Help: "Revocations and holds no enforcer acknowledged in time — page on it.",
+		}),
+		unappliedPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tripline", Name: "revocations_awaiting_ack",
+			Help: "Revocations and holds issued and not yet acknowledged by any enforcer.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.eventsIn, m.invalid, m.replayed, m.decisions, m.revocations, m.unenforceable,
 			m.guardTrips, m.evalSeconds, m.batchSeconds, m.decideSeconds, m.publishRetry, m.lag, m.owned,
-			m.ruleErrors, m.tooLate, m.tampered)
+			m.ruleErrors, m.tooLate, m.tampered, m.timeToEnforce, m.unapplied, m.unappliedPending)
 	}
 	return m
 }

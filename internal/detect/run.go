@@ -118,10 +118,13 @@ func (w *Worker) balance(ctx context.Context, kv jetstream.KeyValue, parts map[i
 		pctx, cancel := context.WithCancel(ctx)
 		o := &owned{rev: rev, cancel: cancel, done: make(chan struct{})}
 		parts[p] = o
-		part := newPartition(w, p)
+		run := func(ctx context.Context) error { return newPartition(w, p).run(ctx) }
+		if p == AckWatchPartition {
+			run = w.watchAcks
+		}
 		go func() {
 			defer close(o.done)
-			if err := part.run(pctx); err != nil {
+			if err := run(pctx); err != nil {
 				w.log.Error().Err(err).Int("partition", p).Msg("partition stopped")
 			}
 		}()

@@ -40,9 +40,12 @@ type Config struct {
 	// RevokeLimit is the guard rail: a rule that issues more revocations
 	// than this in a minute (per worker) is switched to shadow.
 	RevokeLimit int
-	Logger      zerolog.Logger
-	Registerer  prometheus.Registerer
-	Now         func() time.Time
+	// UnappliedAfter: a revocation no enforcer acknowledged within this
+	// long raises an alert (tripline_revocations_unapplied_total).
+	UnappliedAfter time.Duration
+	Logger         zerolog.Logger
+	Registerer     prometheus.Registerer
+	Now            func() time.Time
 }
 
 func (c *Config) defaults() {
@@ -55,6 +58,9 @@ func (c *Config) defaults() {
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 10 * time.Second
+	}
+	if c.UnappliedAfter <= 0 {
+		c.UnappliedAfter = 30 * time.Second
 	}
 	if c.RevokeLimit <= 0 {
 		c.RevokeLimit = 50
