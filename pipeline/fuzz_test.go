@@ -209,6 +209,11 @@ var strictRFC3339 = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-
 // encoding/json accepts, because of one of the documented stricter rules.
 func allowedRejection(de *DecodeError, data []byte) bool {
 	r := de.Reason
+	if hasDuplicateKeys(data) {
+		// encoding/json keeps the last of duplicate keys; the decoder
+		// rejects duplicates, and may meet an earlier one's bad value first.
+		return true
+	}
 	switch {
 	case strings.Contains(r, "invalid UTF-8"):
 		return !utf8.Valid(data)
@@ -250,4 +255,29 @@ func strictTime(data []byte) bool {
 		return h < 24 && mm < 60
 	}
 	return true
+}
+
+// hasDuplicateKeys reports whether the top-level object of data repeats a key.
+func hasDuplicateKeys(data []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		k, _ := t.(string)
+		if seen[k] {
+			return true
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return false
+		}
+	}
+	return false
 }
