@@ -1,13 +1,14 @@
 package main
 
 import (
+	"github.com/tripline/tripline/internal/textfmt"
+
 	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -252,22 +253,7 @@ func writeJSON(w io.Writer, set *rules.Set, res *backtest.Result) error {
 }
 
 // group writes n with thousands separators: 1234567 → 1,234,567.
-func group(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
+func group(n int64) string { return textfmt.Thousands(n) }
 
 // sizeOf formats a byte count: 512 B, 1.5 MB.
 func sizeOf(n int64) string {

@@ -25,9 +25,6 @@ import (
 // and checks that every attack is revoked exactly once, every decision
 // exists once and every event was acked.
 func TestDetectorSIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tripline")
 	build := exec.Command("go", "build", "-o", bin, ".")

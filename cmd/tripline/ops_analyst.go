@@ -139,15 +139,11 @@ func (a *app) opsRevoke(cmd *cobra.Command, f revokeFlags) error {
 		return err
 	}
 	ctx := cmd.Context()
-	c, err := a.opsConnect(cmd, f.nats)
+	c, kv, err := a.opsConnectBucket(cmd, f.nats)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	kv, err := opsRevocationsBucket(ctx, c.js)
-	if err != nil {
-		return err
-	}
 	now := opsCommandNow()
 	rv := &enforce.Command{
 		ID: opsNewCommandID(), Kind: enforce.KindRevoke, Tenant: f.tenant, Scope: f.scope, Value: f.value, Tool: f.tool,
@@ -354,15 +350,11 @@ func (a *app) opsLiftLike(cmd *cobra.Command, k liftKind, f analystFlags, id str
 		return err
 	}
 	ctx := cmd.Context()
-	c, err := a.opsConnect(cmd, f.nats)
+	c, kv, err := a.opsConnectBucket(cmd, f.nats)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	kv, err := opsRevocationsBucket(ctx, c.js)
-	if err != nil {
-		return err
-	}
 	now := opsCommandNow()
 	cur, rev, err := currentCommand(ctx, kv, id, k.hold, now)
 	if err != nil {

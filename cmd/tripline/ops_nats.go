@@ -163,6 +163,21 @@ func opsRequireStream(ctx context.Context, js jetstream.JetStream, name string) 
 }
 
 // opsRevocationsBucket opens the revocations KV bucket.
+// opsConnectBucket connects and opens the revocations bucket, as the
+// analyst commands need.
+func (a *app) opsConnectBucket(cmd *cobra.Command, nf opsNATSFlags) (*opsConn, jetstream.KeyValue, error) {
+	c, err := a.opsConnect(cmd, nf)
+	if err != nil {
+		return nil, nil, err
+	}
+	kv, err := opsRevocationsBucket(cmd.Context(), c.js)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return c, kv, nil
+}
+
 func opsRevocationsBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, pipeline.RevocationsBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {

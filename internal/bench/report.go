@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/tripline/tripline/internal/textfmt"
+
 	"encoding/json"
 	"fmt"
 	"io"
@@ -275,19 +277,4 @@ func fmtSeconds(s float64) string {
 }
 
 // group writes n with thousands separators: 1234567 → 1,234,567.
-func group(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
+func group(n int64) string { return textfmt.Thousands(n) }

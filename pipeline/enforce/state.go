@@ -195,41 +195,40 @@ func (s *state) check(c *Call, now int64) Verdict {
 		if t.counts[i] == 0 || v == "" || !t.mayHave(keyHash(s.seed, i, v, "")) {
 			continue
 		}
-		for _, e := range t.byValue[i][v] {
-			if e.expires <= now {
-				continue
-			}
-			if !e.hold {
-				return Verdict{Decision: Deny, CommandID: e.id, Reason: e.reason}
-			}
-			if e.holdUntil != 0 && now >= e.holdUntil {
-				return Verdict{Decision: Deny, CommandID: e.id, Reason: ReasonHoldTimedOut}
-			}
-			if hold == nil {
-				hold = e
-			}
+		if verdict, deny := scan(t.byValue[i][v], now, &hold); deny {
+			return verdict
 		}
 	}
 	if t.counts[slotTool] > 0 && c.Agent != "" && c.Tool != "" && t.mayHave(keyHash(s.seed, slotTool, c.Agent, c.Tool)) {
-		for _, e := range t.byTool[toolKey{c.Agent, c.Tool}] {
-			if e.expires <= now {
-				continue
-			}
-			if !e.hold {
-				return Verdict{Decision: Deny, CommandID: e.id, Reason: e.reason}
-			}
-			if e.holdUntil != 0 && now >= e.holdUntil {
-				return Verdict{Decision: Deny, CommandID: e.id, Reason: ReasonHoldTimedOut}
-			}
-			if hold == nil {
-				hold = e
-			}
+		if verdict, deny := scan(t.byTool[toolKey{c.Agent, c.Tool}], now, &hold); deny {
+			return verdict
 		}
 	}
 	if hold != nil && c.Action != string(pipeline.ActionRead) {
 		return Verdict{Decision: Hold, CommandID: hold.id, Reason: hold.reason}
 	}
 	return Verdict{}
+}
+
+// scan looks through one key's active entries: a revoke (or a hold that
+// timed out into a deny) gives a Deny verdict; otherwise the first active
+// hold is kept in *hold.
+func scan(es []*entry, now int64, hold **entry) (Verdict, bool) {
+	for _, e := range es {
+		if e.expires <= now {
+			continue
+		}
+		if !e.hold {
+			return Verdict{Decision: Deny, CommandID: e.id, Reason: e.reason}, true
+		}
+		if e.holdUntil != 0 && now >= e.holdUntil {
+			return Verdict{Decision: Deny, CommandID: e.id, Reason: ReasonHoldTimedOut}, true
+		}
+		if *hold == nil {
+			*hold = e
+		}
+	}
+	return Verdict{}, false
 }
 
 func (s *state) insert(e *entry) {
