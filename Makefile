@@ -6,14 +6,19 @@ TEST_TIMEOUT ?= 15m
 # Time per fuzz target for `make fuzz`.
 FUZZTIME     ?= 20s
 
-.PHONY: all build test fuzz bench lint-rules clean
+.PHONY: all deps build test fuzz bench lint-rules clean
 
 all: build test
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tripline
 
-test:
+# ClickHouse for the tests and `tripline dev` (installed with apt-get
+# when missing; skipped when CLICKHOUSE_ADDR names a server).
+deps:
+	.ci/clickhouse
+
+test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
@@ -24,7 +29,7 @@ fuzz:
 
 # Go benchmarks of the hot paths, then the end-to-end figures against the
 # raw engines (tripline bench; a few minutes on 2 cores).
-bench: build
+bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./...
 	$(BIN) bench
 
