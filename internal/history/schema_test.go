@@ -6,10 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tripline/tripline/detectors"
 	"github.com/tripline/tripline/internal/chtest"
 	"github.com/tripline/tripline/internal/history"
 	"github.com/tripline/tripline/internal/testgen"
 	"github.com/tripline/tripline/pipeline"
+	"github.com/tripline/tripline/pipeline/enforce"
 )
 
 func TestMain(m *testing.M) { chtest.Main(m) }
@@ -146,5 +148,44 @@ func TestEventRoundTrip(t *testing.T) {
 	}
 	if agents != 1 {
 		t.Fatalf("event_keys rows for the hostile resource: %d", agents)
+	}
+}
+
+// Decisions, commands and acks insert into their tables.
+func TestInsertRecords(t *testing.T) {
+	db := chtest.NewDB(t)
+	ctx := context.Background()
+	s, err := history.Migrate(ctx, db.Conn, db.Database, history.SchemaOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := 100.0
+	now := time.Now().UTC()
+	d := detectors.Decision{ID: "d1", Time: now, Rule: "r", RuleVersion: "v1", Tenant: "acme", Mode: "enforce", Action: "revoke",
+		Subject: detectors.Subject{Agent: "a", Session: "s"}, Values: []detectors.Value{{Name: "count", Value: 120, Op: ">", Threshold: &th}, {Name: "x", Value: 1}}}
+	if err := s.InsertDecisions(ctx, []detectors.Decision{d}); err != nil {
+		t.Fatal(err)
+	}
+	c := enforce.Command{ID: "c1", Kind: "revoke", Tenant: "acme", Scope: "session", Value: "s", Decision: "d1", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.InsertCommands(ctx, []enforce.Command{c}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InsertAcks(ctx, []enforce.Ack{{CommandID: "c1", Kind: "revoke", Tenant: "acme", Enforcer: "proxy-1", AppliedAt: now.Add(3 * time.Millisecond), IssuedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	var ths []float64
+	var has []uint8
+	if err := db.Conn.QueryRow(ctx, "SELECT agg.threshold, agg.has_threshold FROM "+s.T("decisions")+" WHERE id = 'd1'").Scan(&ths, &has); err != nil {
+		t.Fatal(err)
+	}
+	if len(ths) != 2 || ths[0] != 100 || has[0] != 1 || has[1] != 0 {
+		t.Fatalf("thresholds %v %v", ths, has)
+	}
+	var tte int64
+	if err := db.Conn.QueryRow(ctx, "SELECT a.applied_ms - r.issued_ms FROM "+s.T("acks")+" AS a ANY INNER JOIN (SELECT id AS command_id, issued_ms FROM "+s.T("revocations")+") AS r USING command_id").Scan(&tte); err != nil {
+		t.Fatal(err)
+	}
+	if tte != 3 {
+		t.Fatalf("time to enforce %d ms", tte)
 	}
 }
