@@ -32,6 +32,59 @@ type Config struct {
 	Signing  Signing         `yaml:"signing"`
 	HTTP     HTTP            `yaml:"http"`
 	Log      Log             `yaml:"log"`
+	// ClickHouse keeps history; without it the history role is off.
+	ClickHouse ClickHouse `yaml:"clickhouse"`
+	History    History    `yaml:"history"`
+	API        API        `yaml:"api"`
+}
+
+// ClickHouse says how to reach the history database.
+type ClickHouse struct {
+	// Addr is host:port of the native protocol (comma-separated for
+	// several replicas). Empty with Embedded set: start a local server.
+	Addr     string `yaml:"addr"`
+	Database string `yaml:"database"` // default "tripline"
+	Username string `yaml:"username"`
+	// PasswordFile holds the password; it is never inline in the config.
+	PasswordFile string `yaml:"password_file"`
+	// TLS: set ca (and cert/key for mutual TLS) to connect over TLS.
+	TLS TLS `yaml:"tls"`
+	// RetentionDays for events and decisions (revocations and acks are kept
+	// twice as long). 0 keeps everything.
+	RetentionDays int `yaml:"retention_days"`
+	// Embedded runs clickhouse-server as a child process (tripline dev).
+	Embedded *EmbeddedClickHouse `yaml:"embedded"`
+}
+
+// Enabled reports whether a ClickHouse is configured.
+func (c ClickHouse) Enabled() bool { return c.Addr != "" || c.Embedded != nil }
+
+// EmbeddedClickHouse is a local child clickhouse-server.
+type EmbeddedClickHouse struct {
+	Dir string `yaml:"dir"`
+}
+
+// History tunes the history writer.
+type History struct {
+	// BatchSize is the most rows in one insert (default 20000).
+	BatchSize int `yaml:"batch_size"`
+	// FlushInterval is the longest a row waits for its batch (default 1s).
+	FlushInterval time.Duration `yaml:"flush_interval"`
+}
+
+// API configures the investigation HTTP API.
+type API struct {
+	// Tokens are the bearer tokens accepted, each with a role.
+	Tokens []Token `yaml:"tokens"`
+}
+
+// Token is one API bearer token. The token itself is in TokenFile, or
+// only its SHA-256 is in the config (sha256: hex), never the token.
+type Token struct {
+	Name      string `yaml:"name"`
+	Role      string `yaml:"role"` // viewer, analyst or admin
+	TokenFile string `yaml:"token_file"`
+	SHA256    string `yaml:"sha256"`
 }
 
 // NATS says how to reach NATS.
@@ -100,11 +153,12 @@ type Log struct {
 
 // Roles.
 const (
-	RoleDetect = "detect"
-	RoleAPI    = "api"
+	RoleDetect  = "detect"
+	RoleAPI     = "api"
+	RoleHistory = "history"
 )
 
-var allRoles = []string{RoleDetect, RoleAPI}
+var allRoles = []string{RoleDetect, RoleAPI, RoleHistory}
 
 // Has reports whether the process runs role.
 func (c *Config) Has(role string) bool { return slices.Contains(c.Roles, role) }
@@ -127,8 +181,15 @@ func Load(path string) (*Config, error) {
 			c.Rules.Paths[i] = filepath.Join(base, p)
 		}
 	}
-	if c.Signing.KeyFile != "" && !filepath.IsAbs(c.Signing.KeyFile) {
-		c.Signing.KeyFile = filepath.Join(base, c.Signing.KeyFile)
+	for _, f := range []*string{&c.Signing.KeyFile, &c.ClickHouse.PasswordFile, &c.ClickHouse.TLS.CA, &c.ClickHouse.TLS.Cert, &c.ClickHouse.TLS.Key} {
+		if *f != "" && !filepath.IsAbs(*f) {
+			*f = filepath.Join(base, *f)
+		}
+	}
+	for i := range c.API.Tokens {
+		if f := &c.API.Tokens[i].TokenFile; *f != "" && !filepath.IsAbs(*f) {
+			*f = filepath.Join(base, *f)
+		}
 	}
 	if err := c.Finish(os.LookupEnv); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -145,6 +206,9 @@ func Dev(dir string) *Config {
 		Signing:  Signing{KeyFile: filepath.Join(dir, "engine.key")},
 		HTTP:     HTTP{Listen: "127.0.0.1:9464"},
 		Detect:   Detect{WorkerID: "dev"},
+		ClickHouse: ClickHouse{
+			Embedded: &EmbeddedClickHouse{Dir: filepath.Join(dir, "clickhouse")},
+		},
 	}
 }
 
@@ -162,6 +226,8 @@ var envOverrides = []struct {
 	{"TRIPLINE_WORKER_ID", "detector worker id", func(c *Config, v string) error { c.Detect.WorkerID = v; return nil }},
 	{"TRIPLINE_HTTP_LISTEN", "metrics/health listen address", func(c *Config, v string) error { c.HTTP.Listen = v; return nil }},
 	{"TRIPLINE_LOG_LEVEL", "log level", func(c *Config, v string) error { c.Log.Level = v; return nil }},
+	{"CLICKHOUSE_ADDR", "ClickHouse host:port (native protocol)", func(c *Config, v string) error { c.ClickHouse.Addr = v; return nil }},
+	{"TRIPLINE_CLICKHOUSE_DATABASE", "ClickHouse database", func(c *Config, v string) error { c.ClickHouse.Database = v; return nil }},
 	{"TRIPLINE_PARTITIONS", "event partitions", func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -203,7 +269,41 @@ func (c *Config) Finish(lookup func(string) (string, bool)) error {
 		}
 	}
 	if len(c.Roles) == 0 {
-		c.Roles = slices.Clone(allRoles)
+		c.Roles = []string{RoleDetect, RoleAPI}
+		if c.ClickHouse.Enabled() {
+			c.Roles = append(c.Roles, RoleHistory)
+		}
+	}
+	if c.Has(RoleHistory) && !c.ClickHouse.Enabled() {
+		errs = append(errs, errors.New("clickhouse: the history role needs addr (a ClickHouse server) or embedded (a local one)"))
+	}
+	if c.ClickHouse.Database == "" {
+		c.ClickHouse.Database = "tripline"
+	}
+	if c.ClickHouse.RetentionDays < 0 {
+		errs = append(errs, errors.New("clickhouse.retention_days: may not be negative"))
+	}
+	if (c.ClickHouse.TLS.Cert == "") != (c.ClickHouse.TLS.Key == "") {
+		errs = append(errs, errors.New("clickhouse.tls: cert and key go together"))
+	}
+	if c.History.BatchSize <= 0 {
+		c.History.BatchSize = 20000
+	}
+	if c.History.FlushInterval <= 0 {
+		c.History.FlushInterval = time.Second
+	}
+	for i, t := range c.API.Tokens {
+		switch t.Role {
+		case "viewer", "analyst", "admin":
+		default:
+			errs = append(errs, fmt.Errorf("api.tokens[%d] (%s): role %q is not viewer, analyst or admin", i, t.Name, t.Role))
+		}
+		if (t.TokenFile == "") == (t.SHA256 == "") {
+			errs = append(errs, fmt.Errorf("api.tokens[%d] (%s): set exactly one of token_file and sha256", i, t.Name))
+		}
+		if t.Name == "" {
+			errs = append(errs, fmt.Errorf("api.tokens[%d]: name is required (it is what the audit log shows)", i))
+		}
 	}
 	for _, r := range c.Roles {
 		if !slices.Contains(allRoles, r) {

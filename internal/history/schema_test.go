@@ -8,6 +8,7 @@ import (
 
 	"github.com/tripline/tripline/detectors"
 	"github.com/tripline/tripline/internal/chtest"
+	"github.com/tripline/tripline/internal/config"
 	"github.com/tripline/tripline/internal/history"
 	"github.com/tripline/tripline/internal/testgen"
 	"github.com/tripline/tripline/pipeline"
@@ -187,5 +188,26 @@ func TestInsertRecords(t *testing.T) {
 	}
 	if tte != 3 {
 		t.Fatalf("time to enforce %d ms", tte)
+	}
+}
+
+// Open connects (with compression) and migrates a named database.
+func TestOpen(t *testing.T) {
+	db := chtest.NewDB(t)
+	st, err := history.Open(context.Background(), config.ClickHouse{Addr: db.Addr, Database: db.Database + "_h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	defer db.Conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db.Database+"_h")
+	if err := st.InsertEvents(context.Background(), testgen.Events(testgen.Config{Events: 10})); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	if err := st.Conn.QueryRow(context.Background(), "SELECT count() FROM "+st.T("events")).Scan(&n); err != nil || n != 10 {
+		t.Fatalf("count %d err %v", n, err)
+	}
+	if _, err := history.Open(context.Background(), config.ClickHouse{Addr: db.Addr, Database: "bad-name; DROP"}); err == nil {
+		t.Fatal("invalid database name accepted")
 	}
 }
