@@ -7,10 +7,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/tripline/tripline/pipeline"
 )
+
+// InList binds a list of values for `x IN ?`: clickhouse-go renders it as
+// ('a', 'b', …), each value quoted and escaped. (A plain slice renders as
+// an array literal, which 18.16 refuses after IN.) values must not be empty.
+func InList[T any](values []T) clickhouse.GroupSet {
+	v := make([]any, len(values))
+	for i, x := range values {
+		v[i] = x
+	}
+	return clickhouse.GroupSet{Value: v}
+}
 
 // Redacted replaces the value of an attribute whose key names a secret.
 const Redacted = "[redacted]"
