@@ -145,7 +145,7 @@ func TestOpsHelp(t *testing.T) {
 			walk(c)
 		}
 	}
-	require.Equal(t, 13, seen)
+	require.Equal(t, 20, seen)
 }
 
 func TestOpsUsageErrors(t *testing.T) {
