@@ -6,7 +6,7 @@ TEST_TIMEOUT ?= 15m
 # Time per fuzz target for `make fuzz`.
 FUZZTIME     ?= 20s
 
-.PHONY: all deps build test fuzz bench lint-rules clean
+.PHONY: all deps dev build test fuzz bench lint-rules clean
 
 all: build test
 
@@ -17,6 +17,10 @@ build:
 # when missing; skipped when CLICKHOUSE_ADDR names a server).
 deps:
 	.ci/clickhouse
+
+# Everything locally: embedded NATS, a local ClickHouse child process.
+dev: deps
+	$(GO) run ./cmd/tripline dev
 
 test: deps
 	$(GO) vet ./...

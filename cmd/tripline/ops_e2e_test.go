@@ -33,7 +33,7 @@ func TestOpsEndToEnd(t *testing.T) {
 	var devErr syncBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- opsRun(ctx, []string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0"},
+		done <- opsRun(ctx, []string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0", "--no-history"},
 			env{stdin: strings.NewReader(""), stdout: &syncBuffer{}, stderr: &devErr})
 	}()
 	defer func() {

@@ -6,8 +6,13 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,19 +32,22 @@ type syncBuf struct {
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-// TestDevEndToEnd runs `tripline dev` in process, publishes an attack and
-// expects a revocation signed with the key dev generated, then stops it.
+// TestDevEndToEnd runs `tripline dev` in process (embedded NATS, a local
+// ClickHouse child process), publishes an attack and expects a revocation
+// signed with the key dev generated; then asks the API, with the token dev
+// generated, to explain the decision from history (and is refused without
+// the token); then stops it, leaving no ClickHouse process behind.
 func TestDevEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	var errOut syncBuf
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() {
-		done <- run(ctx, []string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0"}, env{stdin: nil, stdout: io.Discard, stderr: &errOut})
+		done <- run(ctx, []string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0", "--clickhouse-port", "0"}, env{stdin: nil, stdout: io.Discard, stderr: &errOut})
 	}()
 	urlRE := regexp.MustCompile(`NATS\s+(nats://\S+)`)
 	httpRE := regexp.MustCompile(`metrics\s+(http://\S+)`)
-	require.Eventually(t, func() bool { return urlRE.MatchString(errOut.String()) }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return urlRE.MatchString(errOut.String()) }, 60*time.Second, 20*time.Millisecond, "%s", &errOut)
 	url := urlRE.FindStringSubmatch(errOut.String())[1]
 	metricsURL := httpRE.FindStringSubmatch(errOut.String())[1]
 
@@ -81,6 +89,32 @@ func TestDevEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	require.Contains(t, string(body), `tripline_detect_revocations_total{kind="revoke"} 1`)
 
+	// History and the API: the decision is explained with its evidence,
+	// the command issued from it; a request without the token is refused.
+	apiURL := regexp.MustCompile(`API\s+(http://\S+)`).FindStringSubmatch(errOut.String())[1]
+	tok, err := os.ReadFile(dir + "/api.token")
+	require.NoError(t, err)
+	get := func(path string, auth bool) (int, string) {
+		req, _ := http.NewRequest("GET", apiURL+path, nil)
+		if auth {
+			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	var explained string
+	require.Eventually(t, func() bool {
+		code, b := get("/explain/"+cmd.ID+"?tenant=acme", true)
+		explained = b
+		return code == 200 && strings.Contains(b, `"e2"`) && strings.Contains(b, cmd.Decision)
+	}, 30*time.Second, 100*time.Millisecond, "explain: %s", &explained)
+	code, _ := get("/explain/"+cmd.ID+"?tenant=acme", false)
+	require.Equal(t, 401, code)
+	chPID := devClickHousePID(t, dir)
+
 	cancel()
 	select {
 	case code := <-done:
@@ -89,4 +123,24 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Fatal("dev did not stop")
 	}
 	require.Contains(t, errOut.String(), "leases released")
+	require.Error(t, syscall.Kill(chPID, 0), "ClickHouse child %d still running after dev stopped", chPID)
+}
+
+// devClickHousePID finds the clickhouse-server child of tripline dev by
+// its config path under dir.
+func devClickHousePID(t *testing.T, dir string) int {
+	ents, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(b), filepath.Join(dir, "clickhouse")) {
+			return pid
+		}
+	}
+	t.Fatal("no ClickHouse child process found")
+	return 0
 }

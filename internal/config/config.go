@@ -62,6 +62,8 @@ func (c ClickHouse) Enabled() bool { return c.Addr != "" || c.Embedded != nil }
 // EmbeddedClickHouse is a local child clickhouse-server.
 type EmbeddedClickHouse struct {
 	Dir string `yaml:"dir"`
+	// Port of the native protocol (0: any free port).
+	Port int `yaml:"port"`
 }
 
 // History tunes the history writer.
@@ -76,6 +78,18 @@ type History struct {
 type API struct {
 	// Tokens are the bearer tokens accepted, each with a role.
 	Tokens []Token `yaml:"tokens"`
+	// KeyFile is the Ed25519 key that signs revocations issued through the
+	// API (analyst actions). Enforcers must trust its public key. Without
+	// it the action routes are not served.
+	KeyFile string `yaml:"key_file"`
+	// RateLimit per token (default 10/s, burst 20).
+	RateLimit RateLimit `yaml:"rate_limit"`
+}
+
+// RateLimit is a token bucket.
+type RateLimit struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
 }
 
 // Token is one API bearer token. The token itself is in TokenFile, or
@@ -143,6 +157,14 @@ type Signing struct {
 // HTTP serves metrics and health (and, later, the API).
 type HTTP struct {
 	Listen string `yaml:"listen"`
+	// TLS: a server certificate and key (PEM) to serve HTTPS only.
+	TLS ServerTLS `yaml:"tls"`
+}
+
+// ServerTLS is a server certificate and its key.
+type ServerTLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Log settings.
@@ -181,7 +203,7 @@ func Load(path string) (*Config, error) {
 			c.Rules.Paths[i] = filepath.Join(base, p)
 		}
 	}
-	for _, f := range []*string{&c.Signing.KeyFile, &c.ClickHouse.PasswordFile, &c.ClickHouse.TLS.CA, &c.ClickHouse.TLS.Cert, &c.ClickHouse.TLS.Key} {
+	for _, f := range []*string{&c.Signing.KeyFile, &c.ClickHouse.PasswordFile, &c.ClickHouse.TLS.CA, &c.ClickHouse.TLS.Cert, &c.ClickHouse.TLS.Key, &c.API.KeyFile, &c.HTTP.TLS.Cert, &c.HTTP.TLS.Key} {
 		if *f != "" && !filepath.IsAbs(*f) {
 			*f = filepath.Join(base, *f)
 		}
@@ -285,6 +307,9 @@ func (c *Config) Finish(lookup func(string) (string, bool)) error {
 	}
 	if (c.ClickHouse.TLS.Cert == "") != (c.ClickHouse.TLS.Key == "") {
 		errs = append(errs, errors.New("clickhouse.tls: cert and key go together"))
+	}
+	if (c.HTTP.TLS.Cert == "") != (c.HTTP.TLS.Key == "") {
+		errs = append(errs, errors.New("http.tls: cert and key go together"))
 	}
 	if c.History.BatchSize <= 0 {
 		c.History.BatchSize = 20000

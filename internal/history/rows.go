@@ -179,12 +179,7 @@ func appendColumns(ctx context.Context, conn driver.Conn, query string, cols []a
 // InsertEvents writes events straight to the events table (tests, benchmarks
 // and imports; the writer is the normal path).
 func (s *Schema) InsertEvents(ctx context.Context, events []pipeline.Event) error {
-	var c eventCols
-	now := time.Now()
-	for i := range events {
-		c.add(&events[i], 0, now, false)
-	}
-	return appendColumns(ctx, s.Conn, insertSQL(s.T(TableEvents), EventColumns), c.columns())
+	return s.InsertEventsInto(ctx, TableEvents, events)
 }
 
 // EventSelect is the column list that ScanEvent reads, in order.
@@ -237,4 +232,18 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// InsertEventsInto writes events to another table of the events table's
+// definition (benchmarks compare the writer against it).
+func (s *Schema) InsertEventsInto(ctx context.Context, table string, events []pipeline.Event) error {
+	if !validIdent(table) {
+		return fmt.Errorf("history: invalid table name %q", table)
+	}
+	var c eventCols
+	now := time.Now()
+	for i := range events {
+		c.add(&events[i], 0, now, false)
+	}
+	return appendColumns(ctx, s.Conn, insertSQL(s.T(table), EventColumns), c.columns())
 }

@@ -163,6 +163,11 @@ type batch struct {
 	// the keys must be looked up before inserting.
 	check bool
 	first time.Time
+	// cols are the rows as columns, built by the reader while the previous
+	// batch is being inserted; keys and dup tell whether a key repeats.
+	cols colBuilder
+	keys map[string]struct{}
+	dup  bool
 }
 
 // row is one decoded message; key identifies it in its table.
@@ -179,7 +184,8 @@ type table struct {
 	name   string
 	cols   []string
 	decode func(m jetstream.Msg, meta *jetstream.MsgMetadata, r *row) error
-	build  func(rows []row) []any
+	// newCols returns an empty column builder for the table.
+	newCols func() colBuilder
 	// keyExpr is the SQL expression of a row's key in the table.
 	keyExpr string
 }
@@ -199,14 +205,7 @@ func (w *Writer) tableFor(stream string) (*table, error) {
 				r.v = &eventRow{e: e, seq: meta.Sequence.Stream, received: meta.Timestamp, decided: m.Headers().Get(pipeline.HeaderDecided) != ""}
 				return nil
 			},
-			build: func(rows []row) []any {
-				var c eventCols
-				for _, r := range rows {
-					er := r.v.(*eventRow)
-					c.add(&er.e, er.seq, er.received, er.decided)
-				}
-				return c.columns()
-			},
+			newCols: func() colBuilder { return &eventCols{} },
 		}, nil
 	case pipeline.DecisionsStream:
 		return &table{
@@ -223,14 +222,7 @@ func (w *Writer) tableFor(stream string) (*table, error) {
 				r.v = &recordRow{v: d, body: m.Data(), received: meta.Timestamp}
 				return nil
 			},
-			build: func(rows []row) []any {
-				var c decisionCols
-				for _, r := range rows {
-					rr := r.v.(*recordRow)
-					c.add(rr.v.(*detectors.Decision), rr.body, rr.received)
-				}
-				return c.columns()
-			},
+			newCols: func() colBuilder { return &decisionCols{} },
 		}, nil
 	case pipeline.RevocationsStream:
 		return &table{
@@ -247,14 +239,7 @@ func (w *Writer) tableFor(stream string) (*table, error) {
 				r.v = &recordRow{v: c, received: meta.Timestamp}
 				return nil
 			},
-			build: func(rows []row) []any {
-				var c commandCols
-				for _, r := range rows {
-					rr := r.v.(*recordRow)
-					c.add(rr.v.(*enforce.Command), rr.received)
-				}
-				return c.columns()
-			},
+			newCols: func() colBuilder { return &commandCols{} },
 		}, nil
 	case pipeline.AcksStream:
 		return &table{
@@ -271,14 +256,7 @@ func (w *Writer) tableFor(stream string) (*table, error) {
 				r.v = &recordRow{v: a, received: meta.Timestamp}
 				return nil
 			},
-			build: func(rows []row) []any {
-				var c ackCols
-				for _, r := range rows {
-					rr := r.v.(*recordRow)
-					c.add(rr.v.(*enforce.Ack), rr.received)
-				}
-				return c.columns()
-			},
+			newCols: func() colBuilder { return &ackCols{} },
 		}, nil
 	case pipeline.DeadLetterStream:
 		return &table{
@@ -289,14 +267,7 @@ func (w *Writer) tableFor(stream string) (*table, error) {
 				r.v = &deadLetterRow{subject: m.Subject(), reason: m.Headers().Get(pipeline.HeaderError), body: m.Data(), seq: meta.Sequence.Stream, received: meta.Timestamp}
 				return nil
 			},
-			build: func(rows []row) []any {
-				var c deadLetterCols
-				for _, r := range rows {
-					d := r.v.(*deadLetterRow)
-					c.add(r.tenant, d.subject, d.reason, d.body, d.seq, d.received)
-				}
-				return c.columns()
-			},
+			newCols: func() colBuilder { return &deadLetterCols{} },
 		}, nil
 	}
 	return nil, fmt.Errorf("history: no table for stream %q", stream)
@@ -412,6 +383,15 @@ func (w *Writer) read(ctx context.Context, stream string, it jetstream.MessagesC
 		}
 		b.msgs = append(b.msgs, m)
 		b.rows = append(b.rows, r)
+		if b.cols == nil {
+			b.cols, b.keys = t.newCols(), make(map[string]struct{}, w.cfg.BatchSize)
+		}
+		if _, ok := b.keys[r.key]; ok {
+			b.dup = true
+		} else {
+			b.keys[r.key] = struct{}{}
+		}
+		b.cols.addRow(&b.rows[len(b.rows)-1])
 		if len(b.rows) >= w.cfg.BatchSize {
 			if err := flush(); err != nil {
 				return err
@@ -489,6 +469,13 @@ func (w *Writer) ack(m jetstream.Msg) {
 // insert writes the batch's rows that are not stored yet and returns how
 // many it wrote.
 func (w *Writer) insert(ctx context.Context, t *table, b *batch) (int, error) {
+	if len(b.rows) == 0 {
+		return 0, nil
+	}
+	if !b.check && !b.dup {
+		// The common case: every message is new, the columns are built.
+		return len(b.rows), w.send(ctx, t, b.cols.columns())
+	}
 	rows := dedupRows(b.rows)
 	if b.check && len(rows) > 0 {
 		have, err := w.existing(ctx, t, rows)
@@ -509,14 +496,18 @@ func (w *Writer) insert(ctx context.Context, t *table, b *batch) (int, error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
+	return len(rows), w.send(ctx, t, t.build(rows))
+}
+
+func (w *Writer) send(ctx context.Context, t *table, cols []any) error {
 	start := time.Now()
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := appendColumns(ictx, w.s.Conn, insertSQL(w.s.T(t.name), t.cols), t.build(rows)); err != nil {
-		return 0, err
+	if err := appendColumns(ictx, w.s.Conn, insertSQL(w.s.T(t.name), t.cols), cols); err != nil {
+		return err
 	}
 	w.m.insertSeconds.WithLabelValues(t.name).Observe(time.Since(start).Seconds())
-	return len(rows), nil
+	return nil
 }
 
 // dedupRows drops rows whose key came earlier in the same batch.
@@ -648,4 +639,44 @@ func newWriterMetrics(reg prometheus.Registerer) *writerMetrics {
 		reg.MustRegister(m.rows, m.skipped, m.duplicates, m.insertErrors, m.insertSeconds, m.lag, m.lastWrite)
 	}
 	return m
+}
+
+// colBuilder accumulates decoded rows as columns.
+type colBuilder interface {
+	addRow(r *row)
+	columns() []any
+}
+
+func (c *eventCols) addRow(r *row) {
+	er := r.v.(*eventRow)
+	c.add(&er.e, er.seq, er.received, er.decided)
+}
+
+func (c *decisionCols) addRow(r *row) {
+	rr := r.v.(*recordRow)
+	c.add(rr.v.(*detectors.Decision), rr.body, rr.received)
+}
+
+func (c *commandCols) addRow(r *row) {
+	rr := r.v.(*recordRow)
+	c.add(rr.v.(*enforce.Command), rr.received)
+}
+
+func (c *ackCols) addRow(r *row) {
+	rr := r.v.(*recordRow)
+	c.add(rr.v.(*enforce.Ack), rr.received)
+}
+
+func (c *deadLetterCols) addRow(r *row) {
+	d := r.v.(*deadLetterRow)
+	c.add(r.tenant, d.subject, d.reason, d.body, d.seq, d.received)
+}
+
+// build returns the columns of rows.
+func (t *table) build(rows []row) []any {
+	c := t.newCols()
+	for i := range rows {
+		c.addRow(&rows[i])
+	}
+	return c.columns()
 }
