@@ -45,4 +45,45 @@ func TestDeployExampleLoads(t *testing.T) {
 	require.Equal(t, 3, c.Topology.Replicas)
 	require.Equal(t, 16, c.Topology.Partitions)
 	require.Equal(t, 50, c.Detect.RevokeLimit)
+	require.True(t, c.Has(RoleHistory))
+	require.Equal(t, "/etc/tripline/clickhouse.password", c.ClickHouse.PasswordFile)
+	require.Len(t, c.API.Tokens, 2)
+}
+
+// Configuration mistakes in the history and API sections are reported
+// together, each with its key.
+func TestHistoryAndAPIValidation(t *testing.T) {
+	c := &Config{
+		Roles:      []string{RoleHistory},
+		NATS:       NATS{URL: "nats://x"},
+		ClickHouse: ClickHouse{RetentionDays: -1, TLS: TLS{Cert: "c"}},
+		API: API{Tokens: []Token{
+			{Name: "a", Role: "root", SHA256: "x"},
+			{Name: "", Role: "viewer"},
+		}},
+		HTTP: HTTP{TLS: ServerTLS{Key: "k"}},
+	}
+	err := c.Finish(func(string) (string, bool) { return "", false })
+	require.Error(t, err)
+	for _, want := range []string{
+		"the history role needs addr",
+		"clickhouse.retention_days",
+		"clickhouse.tls: cert and key",
+		`role "root"`,
+		"set exactly one of token_file and sha256",
+		"name is required",
+		"http.tls: cert and key",
+	} {
+		require.Contains(t, err.Error(), want)
+	}
+	// CLICKHOUSE_ADDR turns history on by default.
+	c = &Config{NATS: NATS{URL: "nats://x"}, Signing: Signing{KeyFile: "k"}}
+	require.NoError(t, c.Finish(func(k string) (string, bool) {
+		if k == "CLICKHOUSE_ADDR" {
+			return "127.0.0.1:9000", true
+		}
+		return "", false
+	}))
+	require.True(t, c.Has(RoleHistory))
+	require.Equal(t, "tripline", c.ClickHouse.Database)
 }
