@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tripline/tripline/internal/chtest"
 	"github.com/tripline/tripline/internal/natstest"
 	"github.com/tripline/tripline/internal/topology"
 	"github.com/tripline/tripline/pipeline"
@@ -21,9 +22,11 @@ import (
 )
 
 // TestDetectorSIGKILL runs two `tripline serve` processes sharing the
-// partitions, kills one with SIGKILL in the middle of a stream of attacks,
-// and checks that every attack is revoked exactly once, every decision
-// exists once and every event was acked.
+// partitions and the history writer's consumers, kills one with SIGKILL in
+// the middle of a stream of attacks and benign traffic, and checks that
+// every attack is revoked exactly once, every decision exists once, every
+// event was acked, and that ClickHouse holds every published event, every
+// decision and every revocation exactly once (comparing the id sets).
 func TestDetectorSIGKILL(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tripline")
@@ -40,14 +43,17 @@ func TestDetectorSIGKILL(t *testing.T) {
 	require.NoError(t, err)
 	keyFile := filepath.Join(dir, "engine.key")
 	require.NoError(t, enforce.WriteKeyPair(keyFile, priv))
+	db := chtest.NewDB(t)
 	cfg := filepath.Join(dir, "tripline.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`roles: [detect]
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`roles: [detect, history]
 nats: {url: %q}
 topology: {partitions: %d, lease_ttl: 1500ms}
 detect: {ack_wait: 2s, batch: 16}
 signing: {key_file: %q}
 http: {listen: "127.0.0.1:0"}
-`, s.URL, partitions, keyFile)), 0o600))
+clickhouse: {addr: %q, database: %s}
+history: {batch_size: 50, flush_interval: 20ms, ack_wait: 2s}
+`, s.URL, partitions, keyFile, db.Addr, db.Database)), 0o600))
 
 	start := func(id string) *exec.Cmd {
 		c := exec.Command(bin, "serve", "--config", cfg)
@@ -73,12 +79,21 @@ http: {listen: "127.0.0.1:0"}
 		return seen["a"] && seen["b"]
 	}, 30*time.Second, 50*time.Millisecond, "both workers own partitions")
 
-	// A steady stream of attacks; worker a is killed a third of the way.
+	// A steady stream of attacks and benign calls; worker a is killed a
+	// third of the way.
 	const attacks = 60
 	now := time.Now().UTC()
+	published := map[string]bool{}
 	for i := range attacks {
 		agent := fmt.Sprintf("spiffe://acme.dev/agent/%d", i)
 		session := fmt.Sprintf("s-%d", i)
+		for j := range 8 {
+			ev := &pipeline.Event{ID: fmt.Sprintf("%s-benign-%d", session, j), Time: now.Add(time.Duration(i)*time.Second - time.Duration(j+1)*time.Millisecond),
+				Tenant: "acme", Agent: agent, Session: session + "-b", Tool: "kb.search", Action: "read", Resource: fmt.Sprintf("kb/%d", j)}
+			_, err := js.Publish(ctx, pipeline.EventSubject(ev.Tenant, ev.Agent, partitions), ev.AppendJSON(nil), jetstream.WithMsgID(ev.ID))
+			require.NoError(t, err)
+			published[ev.ID] = true
+		}
 		for k, ev := range []*pipeline.Event{
 			{ID: session + "-read", Time: now.Add(time.Duration(i) * time.Second), Tenant: "acme", Agent: agent, Session: session,
 				Tool: "crm.lookup", Action: "read", Sensitivity: "restricted"},
@@ -87,6 +102,7 @@ http: {listen: "127.0.0.1:0"}
 		} {
 			_, err := js.Publish(ctx, pipeline.EventSubject(ev.Tenant, ev.Agent, partitions), ev.AppendJSON(nil), jetstream.WithMsgID(ev.ID))
 			require.NoError(t, err)
+			published[ev.ID] = true
 			if i == attacks/3 && k == 0 {
 				require.NoError(t, a.Process.Signal(syscall.SIGKILL))
 			}
@@ -116,7 +132,9 @@ http: {listen: "127.0.0.1:0"}
 	}
 	ring := enforce.Keyring{}
 	ring.Add(enforce.NewSigner(priv).Public())
+	streamIDs := map[string]map[string]bool{}
 	for _, name := range []string{pipeline.RevocationsStream, pipeline.DecisionsStream} {
+		streamIDs[name] = map[string]bool{}
 		st, err := js.Stream(ctx, name)
 		require.NoError(t, err)
 		info, err := st.Info(ctx)
@@ -132,11 +150,43 @@ http: {listen: "127.0.0.1:0"}
 			require.NoError(t, json.Unmarshal(m.Data, &x))
 			require.False(t, ids[x.ID], "%s: %s twice", name, x.ID)
 			ids[x.ID] = true
+			streamIDs[name][x.ID] = true
 			if name == pipeline.RevocationsStream {
 				var c enforce.Command
 				require.NoError(t, json.Unmarshal(m.Data, &c))
 				require.NoError(t, ring.Verify(&c))
 			}
+		}
+	}
+
+	// History: the same id sets in ClickHouse, each row once.
+	for _, c := range []struct {
+		table string
+		want  map[string]bool
+	}{
+		{"events", published},
+		{"decisions", streamIDs[pipeline.DecisionsStream]},
+		{"revocations", streamIDs[pipeline.RevocationsStream]},
+	} {
+		var got map[string]int
+		require.Eventually(t, func() bool {
+			got = map[string]int{}
+			rows, err := db.Conn.Query(ctx, "SELECT id FROM "+db.Database+"."+c.table)
+			if err != nil {
+				return false
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				if rows.Scan(&id) == nil {
+					got[id]++
+				}
+			}
+			return len(got) >= len(c.want)
+		}, 60*time.Second, 100*time.Millisecond, "%s: every row reaches ClickHouse", c.table)
+		require.Len(t, got, len(c.want), c.table)
+		for id := range c.want {
+			require.Equal(t, 1, got[id], "%s: %s stored %d times", c.table, id, got[id])
 		}
 	}
 }

@@ -178,7 +178,7 @@ func (a *app) serve(ctx context.Context, cfg *config.Config, dev bool) error {
 	}
 	if cfg.Has(config.RoleHistory) {
 		writer = history.NewWriter(js, store.Schema, history.WriterConfig{
-			BatchSize: cfg.History.BatchSize, FlushInterval: cfg.History.FlushInterval,
+			BatchSize: cfg.History.BatchSize, FlushInterval: cfg.History.FlushInterval, AckWait: cfg.History.AckWait,
 			Logger: log, Registerer: reg,
 		})
 		g.Go(func() error { return writer.Run(ctx) })

@@ -72,6 +72,9 @@ type History struct {
 	BatchSize int `yaml:"batch_size"`
 	// FlushInterval is the longest a row waits for its batch (default 1s).
 	FlushInterval time.Duration `yaml:"flush_interval"`
+	// AckWait is how long a crashed writer's messages wait before another
+	// writer gets them (default 2m).
+	AckWait time.Duration `yaml:"ack_wait"`
 }
 
 // API configures the investigation HTTP API.
