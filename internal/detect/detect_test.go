@@ -512,3 +512,66 @@ func histogramCount(t *testing.T, h prometheus.Histogram) uint64 {
 	require.NoError(t, h.Write(&m))
 	return m.GetHistogram().GetSampleCount()
 }
+
+// A faulty rule that revokes every session trips the guard rail on a live
+// worker: after RevokeLimit revocations in a minute its decisions turn to
+// shadow (marked with the guard rail's reason), no further revocation is
+// issued, the trip is counted and logged, and a healthy rule keeps
+// enforcing.
+func TestGuardRailTripsOnALiveWorker(t *testing.T) {
+	e := setup(t)
+	set, err := rules.Compile(rules.Source{Name: "faulty.yaml", Data: []byte(`rules:
+  - id: revoke-everyone
+    description: a bad deploy - matches every call
+    severity: high
+    group: [session]
+    condition: count(1m) >= 1
+    action: revoke
+    scope: session
+    mode: enforce
+    cooldown: 1h
+    tests:
+      - name: fires
+        defaults: {tenant: acme, agent: a, session: s, tool: t, action: read}
+        events: [{at: 0s, event: {id: e1}}]
+        expect: [{at: 0s, event: e1, action: revoke, scope: session}]
+      - name: nothing without events
+        events: []
+        expect: []
+`)})
+	require.NoError(t, err)
+	e.set = set
+	reg := prometheus.NewRegistry()
+	nc, _ := e.srv.Connect(t)
+	w, err := New(context.Background(), nc, Config{
+		WorkerID: "w1", Topology: e.topo, Rules: e.set, Signer: e.signer, RevokeLimit: 5,
+		AckWait: 2 * time.Second, Batch: 64, Logger: testLogger(t, "w1"), Registerer: reg,
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	const sessions = 20
+	for i := range sessions {
+		e.publish(event(fmt.Sprint("e-", i), time.Duration(i)*time.Second, "spiffe://acme.dev/agent/a", fmt.Sprint("s-", i)))
+	}
+	require.Eventually(t, func() bool { return len(e.streamMsgs(pipeline.DecisionsStream)) == sessions }, 20*time.Second, 20*time.Millisecond)
+	var enforced, shadowed int
+	for _, m := range e.streamMsgs(pipeline.DecisionsStream) {
+		var d detectors.Decision
+		require.NoError(t, json.Unmarshal(m.Data, &d))
+		switch d.Mode {
+		case "enforce":
+			enforced++
+		case "shadow":
+			shadowed++
+			require.NotEmpty(t, d.GuardRail)
+		}
+	}
+	require.Equal(t, 5, enforced)
+	require.Equal(t, sessions-5, shadowed)
+	require.Len(t, e.streamMsgs(pipeline.RevocationsStream), 5, "no revocation after the trip")
+	require.Equal(t, 1.0, testutil.ToFloat64(w.m.guardTrips.WithLabelValues("revoke-everyone")))
+}
