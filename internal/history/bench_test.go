@@ -54,7 +54,7 @@ func BenchmarkWriterVsRawInsert(b *testing.B) {
 		rawS, err := history.Migrate(ctx, conn, db.Database+"_raw", history.SchemaOptions{})
 		require.NoError(b, err)
 		for j := range evs {
-			_, err := js.PublishAsync(pipeline.EventSubject(evs[j].Tenant, evs[j].Agent, topo.Partitions), evs[j].AppendJSON(nil), jetstream.WithMsgID(evs[j].ID))
+			_, err := js.PublishAsync(pipeline.EventSubject(evs[j].Tenant, evs[j].Agent, topo.Partitions), evs[j].AppendJSON(nil), jetstream.WithMsgID(evs[j].ID), jetstream.WithStallWait(time.Minute))
 			require.NoError(b, err)
 		}
 		<-js.PublishAsyncComplete()

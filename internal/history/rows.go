@@ -3,6 +3,7 @@ package history
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -67,6 +68,43 @@ type eventCols struct {
 }
 
 func (c *eventCols) len() int { return len(c.id) }
+
+// grow makes room for n more rows, so that a batch is built without
+// re-growing each column as it fills.
+func (c *eventCols) grow(n int) {
+	c.tenant = slices.Grow(c.tenant, n)
+	c.agent = slices.Grow(c.agent, n)
+	c.session = slices.Grow(c.session, n)
+	c.tsMS = slices.Grow(c.tsMS, n)
+	c.id = slices.Grow(c.id, n)
+	c.date = slices.Grow(c.date, n)
+	c.instance = slices.Grow(c.instance, n)
+	c.parentAgent = slices.Grow(c.parentAgent, n)
+	c.depth = slices.Grow(c.depth, n)
+	c.principal = slices.Grow(c.principal, n)
+	c.task = slices.Grow(c.task, n)
+	c.taskScope = slices.Grow(c.taskScope, n)
+	c.tool = slices.Grow(c.tool, n)
+	c.action = slices.Grow(c.action, n)
+	c.actionRaw = slices.Grow(c.actionRaw, n)
+	c.resource = slices.Grow(c.resource, n)
+	c.destination = slices.Grow(c.destination, n)
+	c.bytesIn = slices.Grow(c.bytesIn, n)
+	c.bytesOut = slices.Grow(c.bytesOut, n)
+	c.records = slices.Grow(c.records, n)
+	c.sensitivity = slices.Grow(c.sensitivity, n)
+	c.outcome = slices.Grow(c.outcome, n)
+	c.approval = slices.Grow(c.approval, n)
+	c.environment = slices.Grow(c.environment, n)
+	c.credential = slices.Grow(c.credential, n)
+	c.trace = slices.Grow(c.trace, n)
+	c.attrKeys = slices.Grow(c.attrKeys, n)
+	c.attrValues = slices.Grow(c.attrValues, n)
+	c.extra = slices.Grow(c.extra, n)
+	c.seq = slices.Grow(c.seq, n)
+	c.receivedMS = slices.Grow(c.receivedMS, n)
+	c.decided = slices.Grow(c.decided, n)
+}
 
 func (c *eventCols) reset() {
 	*c = eventCols{

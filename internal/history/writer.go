@@ -133,11 +133,13 @@ func (w *Writer) Run(ctx context.Context) error {
 			return err
 		}
 		cons, err := w.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
-			Durable:       w.cfg.Durable,
-			Description:   "Tripline history writer: copies " + stream + " into ClickHouse table " + t.name,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       w.cfg.AckWait,
-			MaxAckPending: 4 * w.cfg.BatchSize,
+			Durable:     w.cfg.Durable,
+			Description: "Tripline history writer: copies " + stream + " into ClickHouse table " + t.name,
+			AckPolicy:   jetstream.AckExplicitPolicy,
+			AckWait:     w.cfg.AckWait,
+			// Two batches: one being written, one being read. More only
+			// makes the server re-encode a larger pending set.
+			MaxAckPending: 2 * w.cfg.BatchSize,
 			MaxDeliver:    -1,
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
@@ -184,8 +186,9 @@ type table struct {
 	name   string
 	cols   []string
 	decode func(m jetstream.Msg, meta *jetstream.MsgMetadata, r *row) error
-	// newCols returns an empty column builder for the table.
-	newCols func() colBuilder
+	// newCols returns an empty column builder for the table, with room
+	// for n rows where it matters.
+	newCols func(n int) colBuilder
 	// keyExpr is the SQL expression of a row's key in the table.
 	keyExpr string
 }
@@ -205,7 +208,7 @@ func (w *Writer) tableFor(stream string) (*table, error) {
 				r.v = &eventRow{e: e, seq: meta.Sequence.Stream, received: meta.Timestamp, decided: m.Headers().Get(pipeline.HeaderDecided) != ""}
 				return nil
 			},
-			newCols: func() colBuilder { return &eventCols{} },
+			newCols: func(n int) colBuilder { c := &eventCols{}; c.grow(n); return c },
 		}, nil
 	case pipeline.DecisionsStream:
 		return &table{
@@ -222,7 +225,7 @@ func (w *Writer) tableFor(stream string) (*table, error) {
 				r.v = &recordRow{v: d, body: m.Data(), received: meta.Timestamp}
 				return nil
 			},
-			newCols: func() colBuilder { return &decisionCols{} },
+			newCols: func(int) colBuilder { return &decisionCols{} },
 		}, nil
 	case pipeline.RevocationsStream:
 		return &table{
@@ -239,7 +242,7 @@ func (w *Writer) tableFor(stream string) (*table, error) {
 				r.v = &recordRow{v: c, received: meta.Timestamp}
 				return nil
 			},
-			newCols: func() colBuilder { return &commandCols{} },
+			newCols: func(int) colBuilder { return &commandCols{} },
 		}, nil
 	case pipeline.AcksStream:
 		return &table{
@@ -256,7 +259,7 @@ func (w *Writer) tableFor(stream string) (*table, error) {
 				r.v = &recordRow{v: a, received: meta.Timestamp}
 				return nil
 			},
-			newCols: func() colBuilder { return &ackCols{} },
+			newCols: func(int) colBuilder { return &ackCols{} },
 		}, nil
 	case pipeline.DeadLetterStream:
 		return &table{
@@ -267,7 +270,7 @@ func (w *Writer) tableFor(stream string) (*table, error) {
 				r.v = &deadLetterRow{subject: m.Subject(), reason: m.Headers().Get(pipeline.HeaderError), body: m.Data(), seq: meta.Sequence.Stream, received: meta.Timestamp}
 				return nil
 			},
-			newCols: func() colBuilder { return &deadLetterCols{} },
+			newCols: func(int) colBuilder { return &deadLetterCols{} },
 		}, nil
 	}
 	return nil, fmt.Errorf("history: no table for stream %q", stream)
@@ -311,15 +314,34 @@ func (w *Writer) runStream(ctx context.Context, stream string, cons jetstream.Co
 		defer close(batches)
 		return w.read(gctx, stream, it, t, batches)
 	})
+	// Acks go out from a goroutine of their own, so that the next insert
+	// starts as soon as the previous one succeeded. A batch handed over is
+	// acked even if the writer is stopping: its rows are stored.
+	acks := make(chan *batch, 2)
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		for b := range acks {
+			for _, m := range b.msgs {
+				w.ack(m)
+			}
+			for _, m := range b.skipped {
+				w.ack(m)
+			}
+		}
+	}()
 	g.Go(func() error {
+		defer close(acks)
 		for b := range batches {
-			if err := w.write(gctx, stream, t, b); err != nil {
+			if err := w.write(gctx, stream, t, b, acks); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	return g.Wait()
+	err = g.Wait()
+	<-acked
+	return err
 }
 
 func (w *Writer) read(ctx context.Context, stream string, it jetstream.MessagesContext, t *table, out chan<- *batch) error {
@@ -384,7 +406,7 @@ func (w *Writer) read(ctx context.Context, stream string, it jetstream.MessagesC
 		b.msgs = append(b.msgs, m)
 		b.rows = append(b.rows, r)
 		if b.cols == nil {
-			b.cols, b.keys = t.newCols(), make(map[string]struct{}, w.cfg.BatchSize)
+			b.cols, b.keys = t.newCols(w.cfg.BatchSize), make(map[string]struct{}, w.cfg.BatchSize)
 		}
 		if _, ok := b.keys[r.key]; ok {
 			b.dup = true
@@ -402,7 +424,7 @@ func (w *Writer) read(ctx context.Context, stream string, it jetstream.MessagesC
 
 // write inserts a batch, retrying until it succeeds or ctx ends, then acks
 // its messages.
-func (w *Writer) write(ctx context.Context, stream string, t *table, b *batch) error {
+func (w *Writer) write(ctx context.Context, stream string, t *table, b *batch, acks chan<- *batch) error {
 	log := w.log.With().Str("stream", stream).Str("table", t.name).Logger()
 	backoff := w.cfg.RetryMin
 	lastProgress := time.Now()
@@ -418,12 +440,7 @@ func (w *Writer) write(ctx context.Context, stream string, t *table, b *batch) e
 			if w.crashAfterInsert != nil && w.crashAfterInsert(t.name) {
 				return errCrash
 			}
-			for _, m := range b.msgs {
-				w.ack(m)
-			}
-			for _, m := range b.skipped {
-				w.ack(m)
-			}
+			acks <- b
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -674,7 +691,7 @@ func (c *deadLetterCols) addRow(r *row) {
 
 // build returns the columns of rows.
 func (t *table) build(rows []row) []any {
-	c := t.newCols()
+	c := t.newCols(len(rows))
 	for i := range rows {
 		c.addRow(&rows[i])
 	}
