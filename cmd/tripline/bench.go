@@ -17,7 +17,9 @@ import (
 type benchFlags struct {
 	events, agents, sessions, runs int
 	backtestEvents, stateSessions  int
-	revocations                    int
+	revocations, historyRows       int
+	clickhouse                     string
+	noHistory                      bool
 	duration                       time.Duration
 	rate                           float64
 	rules                          []string
@@ -36,8 +38,12 @@ measured in the same run (on a shared, noisy machine only the ratio holds),
 and prints min, median and max over --runs:
 
   pipeline throughput      publish → detector (the rules) → decisions published,
-                           every event acked; vs raw JetStream async publish and
-                           pull consume of the same payloads           target ≥ 0.6×
+                           every event acked, the history writer on; vs raw
+                           JetStream async publish and pull consume of the
+                           same payloads                               target ≥ 0.6×
+  history writer           rows/s from JetStream into ClickHouse (pull, decode,
+                           columnar insert, ack); vs a raw clickhouse-go
+                           batch insert of the same rows               target ≥ 0.8×
   publish → revocation     p50/p99 from the publish of an attack's triggering
                            event to an enforcer applying the revocation, under
                            a background load of 25% of the measured throughput;
@@ -51,8 +57,12 @@ and prints min, median and max over --runs:
 
 Everything runs in this process: an embedded NATS server with JetStream file
 storage in a temporary directory, one detector worker (the built-in example
-rules, or --rules), and an enforcer loaded with --revocations signed
-commands. Progress goes to stderr; the table (or, with --json, one JSON
+rules, or --rules), an enforcer loaded with --revocations signed commands,
+and a history writer. ClickHouse is a clickhouse-server child process with
+its data in the same directory, or the server of --clickhouse
+($CLICKHOUSE_ADDR), in databases of the benchmark's own dropped at the end;
+--no-history runs without it and marks the history figure skipped.
+Progress goes to stderr; the table (or, with --json, one JSON
 object) to stdout. A target that is not met is marked ✗. The defaults take
 a few minutes on 2 cores; --quick runs tiny sizes in seconds.
 
@@ -61,6 +71,7 @@ Exit status 1 when a figure could not be measured.`,
   tripline bench --json > bench.json
   tripline bench --runs 5 --events 200000 --duration 20s
   tripline bench --rules ./rules --rate 2000
+  tripline bench --no-history
   tripline bench --quick`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -78,6 +89,9 @@ Exit status 1 when a figure could not be measured.`,
 	fl.IntVar(&f.backtestEvents, "backtest-events", d.BacktestEvents, "events in the generated file of the backtest figure")
 	fl.IntVar(&f.stateSessions, "state-sessions", d.StateSessions, "active sessions of the detector-state figure")
 	fl.IntVar(&f.revocations, "revocations", d.Revocations, "signed revocations loaded into the enforcer")
+	fl.IntVar(&f.historyRows, "history-rows", d.HistoryRows, "events per run for the history writer figure (as many again to the raw reference)")
+	fl.StringVar(&f.clickhouse, "clickhouse", os.Getenv("CLICKHOUSE_ADDR"), "existing ClickHouse host:port to write to, in fresh databases (default $CLICKHOUSE_ADDR; empty: start a local clickhouse-server)")
+	fl.BoolVar(&f.noHistory, "no-history", false, "run without ClickHouse: the history figure is skipped, the pipeline runs without the history writer")
 	fl.BoolVar(&f.json, "json", false, "print the result as one JSON object")
 	fl.BoolVar(&f.quick, "quick", false, "tiny sizes: every stage in seconds (for tests; the figures mean little)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole benchmark to this file (go tool pprof)")
@@ -98,6 +112,7 @@ func (a *app) bench(cmd *cobra.Command, f benchFlags) error {
 		{"events", &cfg.Events, f.events}, {"agents", &cfg.Agents, f.agents}, {"sessions", &cfg.Sessions, f.sessions},
 		{"runs", &cfg.Runs, f.runs}, {"backtest-events", &cfg.BacktestEvents, f.backtestEvents},
 		{"state-sessions", &cfg.StateSessions, f.stateSessions}, {"revocations", &cfg.Revocations, f.revocations},
+		{"history-rows", &cfg.HistoryRows, f.historyRows},
 	} {
 		if !fl.Changed(o.name) {
 			continue
@@ -118,6 +133,13 @@ func (a *app) bench(cmd *cobra.Command, f benchFlags) error {
 			return usageError(errors.New("--rate must be positive (events/s)"))
 		}
 		cfg.Rate = f.rate
+	}
+	if f.noHistory && fl.Changed("clickhouse") {
+		return usageError(errors.New("--no-history and --clickhouse exclude each other"))
+	}
+	cfg.NoHistory, cfg.ClickHouseAddr = f.noHistory, f.clickhouse
+	if cfg.NoHistory {
+		cfg.ClickHouseAddr = ""
 	}
 	if cfg.Sessions < cfg.Agents {
 		return usageError(fmt.Errorf("--sessions (%d) must be at least --agents (%d)", cfg.Sessions, cfg.Agents))

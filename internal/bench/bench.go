@@ -5,10 +5,15 @@
 //
 // Everything runs in process: an embedded nats-server with JetStream file
 // storage in a temporary directory, the topology, one detector worker, an
-// enforcer, and the offline engine. The figures:
+// enforcer, a history writer, and the offline engine; ClickHouse is a
+// clickhouse-server child process with its data in the same directory (or
+// an existing server, in databases of the benchmark's own). The figures:
 //
 //   - pipeline events/s (publish → detect → decisions published, every event
-//     acked by the detector) vs raw JetStream async publish + pull consume;
+//     acked by the detector, with the history writer copying the streams
+//     into ClickHouse) vs raw JetStream async publish + pull consume;
+//   - history writer rows/s (JetStream → decode → columnar insert → ack) vs
+//     a raw clickhouse-go columnar batch insert of the same rows;
 //   - publish → revocation applied by an enforcer, p50/p99, at a quarter of
 //     the measured pipeline throughput, vs raw JetStream publish → consume
 //     latency at the same rate;
@@ -63,6 +68,16 @@ type Config struct {
 	BacktestEvents int
 	// StateSessions is the number of active sessions for the state figure.
 	StateSessions int
+	// HistoryRows is the number of events the history writer figure writes
+	// per run, in two halves (and as many to the raw reference).
+	HistoryRows int
+	// NoHistory runs without ClickHouse: the history writer figure is
+	// skipped and the pipeline runs without the history writer.
+	NoHistory bool
+	// ClickHouseAddr is an existing ClickHouse server (host:port) to write
+	// to, in fresh databases dropped at the end; "" starts a local
+	// clickhouse-server child process in the data directory.
+	ClickHouseAddr string
 	// Revocations is the number of signed revocations loaded into the
 	// enforcer for the check figure (and present during the latency phase).
 	Revocations int
@@ -98,6 +113,7 @@ func Defaults() Config {
 		DecideRate:     50,
 		BacktestEvents: 200_000,
 		StateSessions:  100_000,
+		HistoryRows:    120_000,
 		Revocations:    100_000,
 		CheckFor:       300 * time.Millisecond,
 		Partitions:     pipeline.DefaultPartitions,
@@ -118,6 +134,7 @@ func Quick() Config {
 		DecideRate:     50,
 		BacktestEvents: 5000,
 		StateSessions:  2000,
+		HistoryRows:    2000,
 		Revocations:    2000,
 		CheckFor:       30 * time.Millisecond,
 		Partitions:     pipeline.DefaultPartitions,
@@ -137,6 +154,7 @@ func (c Config) withDefaults() (Config, error) {
 	setInt(&c.Sessions, d.Sessions)
 	setInt(&c.BacktestEvents, d.BacktestEvents)
 	setInt(&c.StateSessions, d.StateSessions)
+	setInt(&c.HistoryRows, d.HistoryRows)
 	setInt(&c.Revocations, d.Revocations)
 	setInt(&c.Partitions, d.Partitions)
 	setInt(&c.Runs, d.Runs)
@@ -209,6 +227,8 @@ type Params struct {
 	BacktestEvents int     `json:"backtest_events"`
 	StateSessions  int     `json:"state_sessions"`
 	Revocations    int     `json:"revocations"`
+	HistoryRows    int     `json:"history_rows"`
+	History        string  `json:"history"` // ClickHouse child process, existing server, or off
 	Rules          string  `json:"rules"`
 	RuleCount      int     `json:"rule_count"`
 	RuleSet        string  `json:"rule_set"`
@@ -228,9 +248,13 @@ type Figure struct {
 	// Ratio is value / reference, run by run.
 	Ratio  *Summary `json:"ratio"`
 	Target *Target  `json:"target,omitempty"`
-	// Met is whether the median meets the target; absent without a target.
+	// Met is whether the median meets the target; absent without a target
+	// and for a skipped figure.
 	Met   *bool  `json:"met,omitempty"`
 	Error string `json:"error,omitempty"`
+	// Skipped says why the figure was not measured on purpose (a skipped
+	// figure is not missing).
+	Skipped string `json:"skipped,omitempty"`
 
 	vals, refs, ratios []float64
 }
@@ -277,6 +301,9 @@ func (f *Figure) fail(run int, err error) {
 }
 
 func (f *Figure) finish() {
+	if f.Skipped != "" {
+		return
+	}
 	f.Value, f.Reference.Value, f.Ratio = summarize(f.vals), summarize(f.refs), summarize(f.ratios)
 	if f.Target == nil || f.Value == nil {
 		if f.Target != nil {
@@ -303,6 +330,7 @@ const (
 	FigRevokeP99  = "revocation_latency_p99_ms"
 	FigDecideP50  = "fresh_decision_p50_ms"
 	FigDecideP99  = "fresh_decision_p99_ms"
+	FigHistory    = "history_writer_rows_per_second"
 	FigBacktest   = "backtest_events_per_second"
 	FigStateBytes = "state_bytes_per_session"
 	FigCheckNanos = "enforcer_check_ns_per_op"
@@ -317,6 +345,9 @@ func newFigures() []*Figure {
 		{ID: FigPipeline, Name: "pipeline throughput", Unit: "events/s", Better: "higher",
 			Reference: Reference{Name: "raw JetStream", About: "async publish of the same payloads to a stream of the same configuration on the same server, consumed concurrently as the detector does minus the processing (a pull consumer per partition acking each message); N / (first publish → all acked); ABBA order"},
 			Target:    &Target{On: "ratio", Op: ">=", Value: 0.6, Text: "≥ 0.6× ref"}},
+		{ID: FigHistory, Name: "history writer", Unit: "rows/s", Better: "higher",
+			Reference: Reference{Name: "raw ClickHouse insert", About: "clickhouse-go columnar batch insert (history.Schema.InsertEvents, batches of the writer's 20,000) of the same rows, decoded, into an identically migrated database of its own; the writer's figure is writer start → every message of a stream holding the rows pulled, decoded, inserted and acked; ABBA order"},
+			Target:    &Target{On: "ratio", Op: ">=", Value: 0.8, Text: "≥ 0.8× ref"}},
 		{ID: FigRevokeP50, Name: "publish → revocation p50", Unit: "ms", Better: "lower",
 			Reference: Reference{Name: "raw JetStream p50", About: "publish → consume latency of a pull consumer acking each message, at the same rate, publish time in a header; in one-second slices alternating with the pipeline's, so both meet the same noise"}},
 		{ID: FigRevokeP99, Name: "publish → revocation p99", Unit: "ms", Better: "lower",
@@ -349,11 +380,12 @@ func (r *Report) Figure(id string) *Figure {
 	return nil
 }
 
-// Missing returns the figures that could not be measured.
+// Missing returns the figures that could not be measured (skipped ones
+// are not missing).
 func (r *Report) Missing() []*Figure {
 	var out []*Figure
 	for _, f := range r.Figures {
-		if f.Value == nil {
+		if f.Value == nil && f.Skipped == "" {
 			out = append(out, f)
 		}
 	}
@@ -364,6 +396,7 @@ func (r *Report) Missing() []*Figure {
 type RunDetail struct {
 	Run      int             `json:"run"`
 	Pipeline *PipelineDetail `json:"pipeline,omitempty"`
+	History  *HistoryDetail  `json:"history,omitempty"`
 	Latency  *LatencyDetail  `json:"latency,omitempty"`
 	Backtest *BacktestDetail `json:"backtest,omitempty"`
 	State    *StateDetail    `json:"state,omitempty"`
@@ -377,6 +410,12 @@ type SetupDetail struct {
 	EnforcerLoadSeconds float64 `json:"enforcer_load_seconds"`
 	EnforcerActive      int     `json:"enforcer_active"`
 	FillSeconds         float64 `json:"fill_seconds"`
+	// ClickHouse: where history went, its version, the benchmark's
+	// databases, and the time to start (or reach) it and migrate.
+	ClickHouse             string  `json:"clickhouse,omitempty"`
+	ClickHouseVersion      string  `json:"clickhouse_version,omitempty"`
+	ClickHouseDatabases    string  `json:"clickhouse_databases,omitempty"`
+	ClickHouseStartSeconds float64 `json:"clickhouse_start_seconds,omitempty"`
 }
 
 // Run runs the benchmark.
@@ -421,6 +460,17 @@ func runOnline(ctx context.Context, cfg Config, rep *Report, p progress) error {
 	if err := e.startEnforcer(ctx, cfg.Revocations, &rep.Setup); err != nil {
 		return err
 	}
+	hf := rep.Figure(FigHistory)
+	if cfg.NoHistory {
+		hf.Skipped = NoHistoryReason
+		p.printf("bench: no ClickHouse (%s): no history writer figure, and the pipeline runs without the history writer", NoHistoryReason)
+	} else if err := e.startHistory(ctx, &rep.Setup); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		hf.Error = fmt.Sprintf("ClickHouse: %v (--no-history runs without it)", err)
+		p.printf("bench: ✗ ClickHouse: %v; no history writer figure, and the pipeline runs without the history writer", err)
+	}
 	for i := range cfg.Runs {
 		run := i + 1
 		d := &rep.Runs[i]
@@ -444,8 +494,13 @@ func runOnline(ctx context.Context, cfg Config, rep *Report, p progress) error {
 		if err := abort(ctx, e.checkCost(run, rep.Figure(FigCheckNanos), d)); err != nil {
 			return err
 		}
+		if e.hist != nil {
+			if err := abort(ctx, e.writerFigure(ctx, run, hf, d)); err != nil {
+				return err
+			}
+		}
 	}
-	p.printf("bench: stopping the detector, enforcer and NATS")
+	p.printf("bench: stopping the detector, enforcer, NATS and ClickHouse")
 	return nil
 }
 
@@ -460,6 +515,9 @@ func abort(ctx context.Context, err error) error {
 	}
 	return nil
 }
+
+// NoHistoryReason is why the history figure is skipped with NoHistory.
+const NoHistoryReason = "ClickHouse not used (--no-history)"
 
 // errFatal marks an error that stops the benchmark.
 var errFatal = errors.New("benchmark aborted")
@@ -487,7 +545,18 @@ func params(c Config) Params {
 		Runs: c.Runs, Events: c.Events, DurationSec: c.Duration.Seconds(), Agents: c.Agents, Sessions: c.Sessions,
 		Partitions: c.Partitions, Rate: c.Rate, RateShare: c.RateShare, AttackRate: c.AttackRate, DecideRate: c.DecideRate,
 		BacktestEvents: c.BacktestEvents, StateSessions: c.StateSessions, Revocations: c.Revocations,
-		Rules: c.RulesName, RuleCount: len(c.Rules.Rules), RuleSet: c.Rules.Hash, Storage: "file",
+		HistoryRows: c.HistoryRows, History: historyWhere(c), Rules: c.RulesName, RuleCount: len(c.Rules.Rules), RuleSet: c.Rules.Hash, Storage: "file",
+	}
+}
+
+func historyWhere(c Config) string {
+	switch {
+	case c.NoHistory:
+		return "off (--no-history)"
+	case c.ClickHouseAddr != "":
+		return "ClickHouse at " + c.ClickHouseAddr
+	default:
+		return "clickhouse-server child process"
 	}
 }
 

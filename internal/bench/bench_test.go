@@ -87,11 +87,48 @@ func TestTableMarksMissedTargets(t *testing.T) {
 	var b strings.Builder
 	require.NoError(t, rep.WriteTable(&b))
 	out := b.String()
-	require.Contains(t, out, "1 of 6 targets met.")
+	require.Contains(t, out, "1 of 7 targets met.")
+	require.Contains(t, out, "✗ history writer: not measured: ")
 	require.Contains(t, out, "✗ pipeline throughput: 0.50× the raw JetStream reference (median of 2 runs), target ≥ 0.6× ref")
 	require.Contains(t, out, "✗ publish → revocation p99: not measured: run 1: no revocation observed")
 	require.Regexp(t, `enforcer check, ns/op +100\.0 +90\.0 – 110\.0 +one map lookup +30\.0 +3\.33× +≤ 200 ns +✓`, out)
 	require.Regexp(t, `pipeline throughput, events/s +10,000 +9,000 – 11,000 +raw JetStream +20,000 +0\.50× +≥ 0\.6× ref +✗`, out)
+}
+
+// TestSkippedFigure checks that a skipped figure is reported as skipped,
+// with its reason, and is neither missing nor counted against the targets.
+func TestSkippedFigure(t *testing.T) {
+	set, err := rules.Compile(rules.ExampleSources()...)
+	require.NoError(t, err)
+	cfg, err := Config{Rules: set, NoHistory: true}.withDefaults()
+	require.NoError(t, err)
+	rep := &Report{Machine: machine(), Params: params(cfg), Figures: newFigures(), Runs: []RunDetail{{Run: 1}}}
+	for _, f := range rep.Figures {
+		if f.ID == FigHistory {
+			f.Skipped = NoHistoryReason
+			continue
+		}
+		f.add(1, 1)
+	}
+	for _, f := range rep.Figures {
+		f.finish()
+	}
+	f := rep.Figure(FigHistory)
+	require.Nil(t, f.Value)
+	require.Nil(t, f.Met)
+	require.Empty(t, rep.Missing(), "a skipped figure is not missing")
+
+	var b strings.Builder
+	require.NoError(t, rep.WriteTable(&b))
+	out := b.String()
+	require.Contains(t, out, "targets met (1 skipped).")
+	require.Contains(t, out, "– history writer: skipped: ClickHouse not used (--no-history)")
+	require.Regexp(t, `history writer, rows/s +skipped +raw ClickHouse insert +≥ 0\.8× ref\n`, out)
+	require.Contains(t, out, "history: 120,000 rows per run, off (--no-history)")
+
+	var js strings.Builder
+	require.NoError(t, rep.WriteJSON(&js))
+	require.Contains(t, js.String(), `"skipped": "ClickHouse not used (--no-history)"`)
 }
 
 // TestTrafficIsValidAndBenign runs the generated traffic through the

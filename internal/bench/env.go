@@ -60,6 +60,11 @@ type env struct {
 	enfNC *nats.Conn
 	enf   *enforce.Enforcer
 
+	// hist is ClickHouse and the writer figure's NATS (nil without
+	// history); live is the pipeline phase's history writer.
+	hist *histEnv
+	live *liveHistory
+
 	traffic *traffic
 	bgN     atomic.Int64 // next benign event number of the live traffic
 	seen    *observed
@@ -214,6 +219,7 @@ func (e *env) close() {
 		if e.enf != nil {
 			e.enf.Close()
 		}
+		e.stopLive()
 		if e.stopW != nil {
 			e.stopW()
 			select {
@@ -231,6 +237,7 @@ func (e *env) close() {
 			e.srv.Shutdown()
 			e.srv.WaitForShutdown()
 		}
+		e.closeHistory()
 		_ = os.RemoveAll(e.dir)
 	})
 }
@@ -244,15 +251,19 @@ func (e *env) publish(m *nats.Msg) error {
 
 // flush waits until every asynchronous publish is acknowledged and
 // reports the failed ones.
-func (e *env) flush(ctx context.Context) error {
+func (e *env) flush(ctx context.Context) error { return flushAsync(ctx, e.js, e.pubErr) }
+
+// flushAsync waits until every asynchronous publish of js is acknowledged
+// and reports the failed ones, counted by errs.
+func flushAsync(ctx context.Context, js jetstream.JetStream, errs *errCount) error {
 	select {
-	case <-e.js.PublishAsyncComplete():
+	case <-js.PublishAsyncComplete():
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(2 * time.Minute):
 		return errors.New("publishes not acknowledged within 2 minutes")
 	}
-	if n, err := e.pubErr.take(); n > 0 {
+	if n, err := errs.take(); n > 0 {
 		return fmt.Errorf("%d publishes failed: %w", n, err)
 	}
 	return nil

@@ -42,11 +42,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 		group(int64(p.Events)), fmtSeconds(p.DurationSec), group(int64(p.Agents)), group(int64(p.Sessions)), p.Partitions, p.Storage)
 	fmt.Fprintf(&b, "  background load %s, %g attacks/s, %g fresh decisions/s; backtest %s events; state %s sessions; %s revocations;\n",
 		rate, p.AttackRate, p.DecideRate, group(int64(p.BacktestEvents)), group(int64(p.StateSessions)), group(int64(p.Revocations)))
-	fmt.Fprintf(&b, "  rules: %d (%s, set %s)\n\n", p.RuleCount, p.Rules, p.RuleSet)
+	fmt.Fprintf(&b, "  history: %s rows per run, %s", group(int64(p.HistoryRows)), p.History)
+	if s := r.Setup; s.ClickHouseVersion != "" {
+		fmt.Fprintf(&b, " (ClickHouse %s)", s.ClickHouseVersion)
+	}
+	fmt.Fprintf(&b, "; rules: %d (%s, set %s)\n\n", p.RuleCount, p.Rules, p.RuleSet)
 
 	rows := [][]string{{"FIGURE", "MEDIAN", "MIN – MAX", "REFERENCE (same run)", "MEDIAN", "RATIO", "TARGET", ""}}
 	for _, f := range r.Figures {
 		row := []string{f.Name + ", " + f.Unit, "n/a", "", f.Reference.Name, "", "", "—", ""}
+		if f.Skipped != "" {
+			row[1] = "skipped"
+		}
 		if f.Value != nil {
 			row[1] = fmtVal(f.Unit, f.Value.Median)
 			if len(f.Value.Runs) > 1 {
@@ -70,8 +77,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	writeRows(&b, rows, map[int]bool{1: true, 2: true, 4: true, 5: true})
 
 	targets, met := 0, 0
-	var missed []string
+	var missed, skipped []string
 	for _, f := range r.Figures {
+		if f.Skipped != "" {
+			skipped = append(skipped, fmt.Sprintf("– %s: skipped: %s", f.Name, f.Skipped))
+			continue
+		}
 		if f.Target == nil {
 			continue
 		}
@@ -90,12 +101,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 	for _, f := range r.Figures {
-		if f.Target == nil && f.Value == nil {
+		if f.Target == nil && f.Value == nil && f.Skipped == "" {
 			missed = append(missed, fmt.Sprintf("✗ %s: not measured: %s", f.Name, f.Error))
 		}
 	}
-	fmt.Fprintf(&b, "\n%d of %d targets met.\n", met, targets)
-	for _, s := range missed {
+	fmt.Fprintf(&b, "\n%d of %d targets met", met, targets)
+	if len(skipped) > 0 {
+		fmt.Fprintf(&b, " (%d skipped)", len(skipped))
+	}
+	b.WriteString(".\n")
+	for _, s := range append(missed, skipped...) {
 		fmt.Fprintf(&b, "  %s\n", s)
 	}
 
@@ -118,8 +133,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(&b, "  run %d:", d.Run)
 		var parts []string
 		if pd := d.Pipeline; pd != nil && pd.EventsPerSec > 0 {
-			parts = append(parts, fmt.Sprintf("pipeline %s events/s (raw %s; %s decisions, %s dead letters)",
-				group(int64(pd.EventsPerSec)), group(int64(pd.RawEventsPerSec)), group(pd.Decisions), group(pd.DeadLetters)))
+			hist := "history writer off"
+			if pd.HistoryWriter {
+				hist = fmt.Sprintf("history written at %s events/s, %s rows", group(int64(pd.HistoryEventsPerSec)), group(pd.HistoryRows))
+			}
+			parts = append(parts, fmt.Sprintf("pipeline %s events/s (raw %s; %s decisions, %s dead letters; %s)",
+				group(int64(pd.EventsPerSec)), group(int64(pd.RawEventsPerSec)), group(pd.Decisions), group(pd.DeadLetters), hist))
+		}
+		if hd := d.History; hd != nil && hd.RowsPerSec > 0 {
+			parts = append(parts, fmt.Sprintf("history writer %s rows/s (raw insert %s; %s of its %s in inserts; %s rows stored)",
+				group(int64(hd.RowsPerSec)), group(int64(hd.RawRowsPerSec)), fmtSeconds(hd.InsertSeconds), fmtSeconds(hd.Seconds), group(int64(hd.StoredRows))))
 		}
 		if ld := d.Latency; ld != nil {
 			parts = append(parts, fmt.Sprintf("load %s events/s; revocation p50/p99 %.2f/%.2f ms, max %.2f (%d of %d attacks; issued %.2f/%.2f, in KV %.2f/%.2f; raw %.2f/%.2f); fresh decision %.2f/%.2f ms (echo %.2f/%.2f, %d requests)",
@@ -192,8 +215,45 @@ func (r *Report) addNotes(cfg Config) {
 	if dead > 0 {
 		add("✗ %d generated events were dead-lettered", dead)
 	}
+	r.addHistoryNotes(cfg, add)
 	if n := total(verdicts) - verdicts["allow"]; n > 0 {
 		add("fresh decisions on benign calls were not all allow: %v", verdicts)
+	}
+}
+
+// addHistoryNotes says how history was written, or that it was not.
+func (r *Report) addHistoryNotes(cfg Config, add func(string, ...any)) {
+	var rates []string
+	var insertErrs int64
+	withWriter, phases := 0, 0
+	for _, d := range r.Runs {
+		if pd := d.Pipeline; pd != nil {
+			phases++
+			if pd.HistoryWriter {
+				withWriter++
+				if pd.HistoryEventsPerSec > 0 {
+					rates = append(rates, group(int64(pd.HistoryEventsPerSec)))
+				}
+				insertErrs += pd.HistoryInsertErrors
+			}
+		}
+	}
+	switch {
+	case phases == 0:
+	case withWriter == phases:
+		add("the pipeline phase ran with a history writer copying events, decisions, revocations, acks and dead letters into ClickHouse %s as `tripline serve` does (batches of 20,000, flush 1s); it caught up with the backlog before each phase and after each tripline half, untimed: first publish → every row written at %s events/s (run by run)",
+			r.Setup.ClickHouseVersion, strings.Join(rates, ", "))
+	case cfg.NoHistory:
+		add("the pipeline phase ran without the history writer (--no-history)")
+	default:
+		add("✗ the pipeline phase ran without the history writer in %d of %d runs (see the errors)", phases-withWriter, phases)
+	}
+	if insertErrs > 0 {
+		add("✗ the history writer of the pipeline phase had %d failed inserts (retried)", insertErrs)
+	}
+	if f := r.Figure(FigHistory); f != nil && f.Value != nil {
+		add("history writer figure: %s testgen events per run, the same each run, into freshly migrated databases on %s; the writer's flush interval is %s there (default 1s) so that the last, partial batch of a half does not wait a second",
+			group(int64(cfg.HistoryRows)), r.Setup.ClickHouse, histFlush)
 	}
 }
 

@@ -27,6 +27,17 @@ type PipelineDetail struct {
 	EnforceDecisions int64 `json:"enforce_decisions"`
 	Revocations      int64 `json:"revocations"`
 	DeadLetters      int64 `json:"dead_letters"`
+	// HistoryWriter: a history writer copied the streams into ClickHouse
+	// throughout the phase, as `tripline serve` does. HistorySeconds is, per
+	// half, first publish → the writer acked every message (its last batch
+	// waits up to its flush interval, 1s), summed; HistoryRows are the rows
+	// it wrote (events and decisions) and HistoryInsertErrors its failed
+	// insert attempts.
+	HistoryWriter       bool    `json:"history_writer"`
+	HistorySeconds      float64 `json:"history_seconds,omitempty"`
+	HistoryEventsPerSec float64 `json:"history_events_per_second,omitempty"`
+	HistoryRows         int64   `json:"history_rows,omitempty"`
+	HistoryInsertErrors int64   `json:"history_insert_errors,omitempty"`
 }
 
 const (
@@ -39,12 +50,31 @@ const (
 // order on two halves of the events (raw, tripline, tripline, raw; the
 // reverse in even runs), so that a drift of the machine's load falls on
 // both alike, and returns the pipeline's events/s.
+//
+// With history, a history writer runs throughout the phase: it first
+// catches up with the backlog of the phases before (untimed), and after
+// each tripline half the phase waits until it has written that half too,
+// so that its work does not spill into the next measurement.
 func (e *env) throughput(ctx context.Context, run int, f *Figure, d *RunDetail) (float64, error) {
 	all := e.traffic.payloads("e-r"+strconv.Itoa(run)+"-", 2*(e.cfg.Events/2))
 	halves := [2][]payload{all[:len(all)/2], all[len(all)/2:]}
 	pd := &PipelineDetail{Events: len(all), RawFirst: run%2 == 1}
 	d.Pipeline = pd
-	var rawEl, pipeEl time.Duration
+	if e.hist != nil {
+		if err := e.startLive(ctx, run); err != nil {
+			err = fmt.Errorf("history writer: %w", err)
+			f.fail(run, err)
+			d.Errors = append(d.Errors, "throughput: "+err.Error())
+			return 0, err
+		}
+		defer e.stopLive()
+		pd.HistoryWriter = true
+	}
+	var hist0, histErr0 float64
+	if e.live.running() {
+		hist0, histErr0 = e.live.sum(metricRows), e.live.sum(metricInsertErrors)
+	}
+	var rawEl, pipeEl, histEl time.Duration
 	var errs []error
 	before := e.counters()
 	raw := func(pl []payload) {
@@ -57,13 +87,18 @@ func (e *env) throughput(ctx context.Context, run int, f *Figure, d *RunDetail) 
 		e.p.printf("run %d  pipeline   raw JetStream: %s events in %s = %s events/s", run, group(int64(len(pl))), el.Round(time.Millisecond), group(int64(float64(len(pl))/el.Seconds())))
 	}
 	pipe := func(pl []payload) {
-		el, err := e.pipelineThroughput(ctx, pl)
+		el, hel, err := e.pipelineThroughput(ctx, pl)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("pipeline: %w", err))
 			return
 		}
 		pipeEl += el
-		e.p.printf("run %d  pipeline   tripline:      %s events in %s = %s events/s", run, group(int64(len(pl))), el.Round(time.Millisecond), group(int64(float64(len(pl))/el.Seconds())))
+		histEl += hel
+		hist := ""
+		if hel > 0 {
+			hist = fmt.Sprintf("; history written in %s", hel.Round(time.Millisecond))
+		}
+		e.p.printf("run %d  pipeline   tripline:      %s events in %s = %s events/s%s", run, group(int64(len(pl))), el.Round(time.Millisecond), group(int64(float64(len(pl))/el.Seconds())), hist)
 	}
 	if pd.RawFirst {
 		raw(halves[0])
@@ -81,6 +116,10 @@ func (e *env) throughput(ctx context.Context, run int, f *Figure, d *RunDetail) 
 	pd.EnforceDecisions = int64(after.enforce - before.enforce)
 	pd.Revocations = int64(after.revocations - before.revocations)
 	pd.DeadLetters = int64(after.deadLetters - before.deadLetters)
+	if e.live.running() {
+		pd.HistoryRows = int64(e.live.sum(metricRows) - hist0)
+		pd.HistoryInsertErrors = int64(e.live.sum(metricInsertErrors) - histErr0)
+	}
 	if err := errors.Join(errs...); err != nil {
 		f.fail(run, err)
 		d.Errors = append(d.Errors, "throughput: "+err.Error())
@@ -89,36 +128,51 @@ func (e *env) throughput(ctx context.Context, run int, f *Figure, d *RunDetail) 
 	pd.Seconds, pd.EventsPerSec = round(pipeEl.Seconds()), round(float64(len(all))/pipeEl.Seconds())
 	pd.RawSeconds, pd.RawEventsPerSec = round(rawEl.Seconds()), round(float64(len(all))/rawEl.Seconds())
 	f.add(pd.EventsPerSec, pd.RawEventsPerSec)
-	e.p.printf("run %d  pipeline   tripline %s events/s, raw JetStream %s events/s: ratio %.2f; the detector published %s decisions (%s enforce), %s dead letters",
+	hist := "history writer off"
+	if pd.HistoryWriter {
+		pd.HistorySeconds, pd.HistoryEventsPerSec = round(histEl.Seconds()), round(float64(len(all))/histEl.Seconds())
+		hist = fmt.Sprintf("the history writer wrote %s rows, events at %s/s (%s failed inserts)",
+			group(pd.HistoryRows), group(int64(pd.HistoryEventsPerSec)), group(pd.HistoryInsertErrors))
+	}
+	e.p.printf("run %d  pipeline   tripline %s events/s, raw JetStream %s events/s: ratio %.2f; the detector published %s decisions (%s enforce), %s dead letters; %s",
 		run, group(int64(pd.EventsPerSec)), group(int64(pd.RawEventsPerSec)), pd.EventsPerSec/pd.RawEventsPerSec,
-		group(pd.Decisions), group(pd.EnforceDecisions), group(pd.DeadLetters))
+		group(pd.Decisions), group(pd.EnforceDecisions), group(pd.DeadLetters), hist)
 	return pd.EventsPerSec, nil
 }
 
 // pipelineThroughput publishes the payloads on the events stream and
 // waits until the detector consumers of every partition have acked them
 // all; a detector acks an event only after its decisions are published.
-func (e *env) pipelineThroughput(ctx context.Context, pl []payload) (time.Duration, error) {
+// With the history writer on, it then waits until the writer has acked
+// every message too and returns that time as well (first publish → the
+// history written).
+func (e *env) pipelineThroughput(ctx context.Context, pl []payload) (el, hist time.Duration, err error) {
 	subj := make([]string, e.topo.Partitions)
 	cons := make([]jetstream.Consumer, e.topo.Partitions)
 	for p := range subj {
 		subj[p] = pipeline.EventsSubjectPrefix + benchTenant + "." + strconv.Itoa(p)
 		c, err := e.cliJS.Consumer(ctx, pipeline.EventsStream, detect.ConsumerName(p))
 		if err != nil {
-			return 0, fmt.Errorf("detector consumer %d: %w", p, err)
+			return 0, 0, fmt.Errorf("detector consumer %d: %w", p, err)
 		}
 		cons[p] = c
 	}
 	t0 := time.Now()
 	for i := range pl {
 		if err := e.publish(eventMsg(subj[pl[i].part], pl[i].id, pl[i].data)); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	if err := e.flush(ctx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return waitAcked(ctx, t0, cons)
+	if el, err = waitAcked(ctx, t0, cons); err != nil || !e.live.running() {
+		return el, 0, err
+	}
+	if hist, err = waitAcked(ctx, t0, e.live.cons); err != nil {
+		return 0, 0, fmt.Errorf("history writer: %w", err)
+	}
+	return el, hist, nil
 }
 
 // rawThroughput publishes the same payloads to a stream of its own, with
