@@ -41,11 +41,14 @@ type Options struct {
 	IdleAfter time.Duration
 }
 
+var minEventMS = pipeline.MinEventTime.UnixMilli()
+
 // Stats are the engine's counters. They only grow.
 type Stats struct {
 	Events       int64 // events processed
 	Late         int64 // events older than their group's newest, within Lateness
 	TooLate      int64 // events older than Lateness: not counted, reported
+	OutOfRange   int64 // events timed before pipeline.MinEventTime: not counted
 	MissingGroup int64 // rule evaluations skipped because a group key field was empty
 	RuleErrors   int64 // runtime errors evaluating a rule or filter
 	Fired        int64 // decisions emitted
@@ -290,6 +293,12 @@ func (e *Engine) groupKey(k *kind, ev *pipeline.Event) bool {
 func (e *Engine) Process(ev *pipeline.Event, out []Decision) []Decision {
 	e.stats.Events++
 	t := ev.Time.UnixMilli()
+	if t < minEventMS {
+		// Decoded events are validated against this already; events from
+		// other sources (history rows, Go callers) are not.
+		e.stats.OutOfRange++
+		return out
+	}
 	e.env.Reset(ev)
 	late, tooLate := false, false
 	for i, k := range e.kinds {

@@ -252,3 +252,16 @@ func TestIdleGroupsEvicted(t *testing.T) {
 	require.EqualValues(t, 1, e.Stats().Groups)
 	require.EqualValues(t, 100, e.Stats().Evicted)
 }
+
+// An event timed near or before the unix epoch used to index the window
+// rings negatively and crash the engine (found by the history backtest).
+// It is now counted as out of range and leaves state alone.
+func TestEventsBefore2000AreOutOfRange(t *testing.T) {
+	e := NewEngine(compile(t, rule("count(1m) >= 1 && sum(bytes_out, 10m) >= 0")), Options{})
+	for _, at := range []time.Time{time.Unix(15, 0), time.Unix(-3600, 0), pipeline.MinEventTime.Add(-time.Millisecond)} {
+		ev := &pipeline.Event{ID: "e", Time: at, Tenant: "acme", Agent: "a", Session: "s", Tool: "t", Action: pipeline.ActionRead}
+		require.NotPanics(t, func() { e.Process(ev, nil) })
+	}
+	require.EqualValues(t, 3, e.Stats().OutOfRange)
+	require.Zero(t, e.Stats().Groups)
+}

@@ -8,6 +8,11 @@ package pipeline
 
 import "time"
 
+// MinEventTime is the earliest event time accepted: earlier times come from
+// producers whose clock is not set, and the engine's windows are indexed
+// from the unix epoch.
+var MinEventTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // Action is the normalised verb of a tool call.
 type Action string
 

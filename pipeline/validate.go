@@ -67,6 +67,8 @@ func (e *Event) validate(lim Limits, decoded, attrsOK bool) error {
 		v.add("time", "missing")
 	case sec < minRFC3339Unix || sec > maxRFC3339Unix:
 		v.add("time", "outside the years 0000–9999")
+	case e.Time.Before(MinEventTime):
+		v.add("time", "before 2000-01-01: is the producer's clock set?")
 	}
 	v.tenant(e.Tenant)
 	v.agent("agent", e.Agent, true)
