@@ -6,7 +6,6 @@ import (
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,14 +21,11 @@ import (
 )
 
 // queryHistory is a migrated history database with a small story in it:
-// the ClickHouse of $CLICKHOUSE_ADDR, or a server of the test's own (this
-// package has no TestMain to stop a shared one).
+// the ClickHouse of $CLICKHOUSE_ADDR, or the package's shared child server
+// (see TestMain).
 func queryHistory(t *testing.T) (addr string, s *history.Schema) {
 	t.Helper()
-	addr = os.Getenv("CLICKHOUSE_ADDR")
-	if addr == "" {
-		addr = chtest.StartOwn(t).Addr()
-	}
+	addr = chtest.Addr(t)
 	conn := chtest.Open(t, addr, "default")
 	b := make([]byte, 6)
 	rand.Read(b)
