@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tripline/tripline/detectors"
+	"github.com/tripline/tripline/internal/actions"
 	"github.com/tripline/tripline/pipeline"
 	"github.com/tripline/tripline/pipeline/enforce"
 )
@@ -326,7 +327,7 @@ func decisionSubject(d *detectors.Decision) string {
 
 func (a *app) opsWatchDecisions(cmd *cobra.Command, f watchDecisionsFlags) error {
 	ctx := cmd.Context()
-	if f.tenant != "" && !opsValidTenant(f.tenant) {
+	if f.tenant != "" && !actions.ValidTenant(f.tenant) {
 		return usageError(fmt.Errorf("--tenant %q: a tenant holds only ASCII letters, digits, '-' and '_'", f.tenant))
 	}
 	c, err := a.opsConnect(cmd, f.nats)
@@ -376,19 +377,4 @@ func (a *app) opsWatchDecisions(cmd *cobra.Command, f watchDecisionsFlags) error
 		opsLine(a.stdout, []string{d.Time.UTC().Format("2006-01-02T15:04:05.000Z"), d.Rule, d.Mode, d.Action,
 			opsOrDash(d.Severity), d.Tenant, decisionSubject(&d), d.ID}, decisionWidths)
 	}
-}
-
-// opsValidTenant reports whether s can be a tenant: ASCII letters, digits,
-// '-' and '_' (it is a NATS subject token).
-func opsValidTenant(s string) bool {
-	if s == "" || len(s) > pipeline.DefaultMaxStringLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }

@@ -107,7 +107,7 @@ func NewHistorySource(ctx context.Context, conn driver.Conn, q HistoryQuery) (*H
 	if q.Database == "" {
 		q.Database = "tripline"
 	}
-	if !validIdent(q.Database) {
+	if !history.ValidIdent(q.Database) {
 		return nil, fmt.Errorf("backtest: invalid database name %q (letters, digits and _ only)", q.Database)
 	}
 	if q.From.IsZero() || q.To.IsZero() || !q.From.Before(q.To) {
@@ -364,20 +364,4 @@ func (h *HistorySource) Close() error {
 	h.cancel()
 	<-h.done
 	return nil
-}
-
-// validIdent reports whether s can name a database in SQL as it is.
-func validIdent(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i, c := range s {
-		switch {
-		case c == '_', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
-		case c >= '0' && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
 }

@@ -275,7 +275,7 @@ func nonNil(s []string) []string {
 // InsertEventsInto writes events to another table of the events table's
 // definition (benchmarks compare the writer against it).
 func (s *Schema) InsertEventsInto(ctx context.Context, table string, events []pipeline.Event) error {
-	if !validIdent(table) {
+	if !ValidIdent(table) {
 		return fmt.Errorf("history: invalid table name %q", table)
 	}
 	var c eventCols

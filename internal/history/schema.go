@@ -312,7 +312,7 @@ type Schema struct {
 // yet recorded in schema_migrations. It is safe to run from several
 // processes at once: every statement is idempotent.
 func Migrate(ctx context.Context, conn driver.Conn, database string, o SchemaOptions) (*Schema, error) {
-	if !validIdent(database) {
+	if !ValidIdent(database) {
 		return nil, fmt.Errorf("history: invalid database name %q (letters, digits and _ only)", database)
 	}
 	var vs string
@@ -392,7 +392,9 @@ func qualify(stmt, db string) string {
 	return r.Replace(stmt)
 }
 
-func validIdent(s string) bool {
+// ValidIdent reports whether s can name a database or table in SQL as it
+// is: letters, digits and '_', not starting with a digit, at most 64 bytes.
+func ValidIdent(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}
