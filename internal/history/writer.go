@@ -137,9 +137,9 @@ func (w *Writer) Run(ctx context.Context) error {
 			Description: "Tripline history writer: copies " + stream + " into ClickHouse table " + t.name,
 			AckPolicy:   jetstream.AckExplicitPolicy,
 			AckWait:     w.cfg.AckWait,
-			// Two batches: one being written, one being read. More only
-			// makes the server re-encode a larger pending set.
-			MaxAckPending: 2 * w.cfg.BatchSize,
+			// A batch being written, one waiting, one being read and the
+			// client's prefetch buffer.
+			MaxAckPending: 4 * w.cfg.BatchSize,
 			MaxDeliver:    -1,
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 		})
