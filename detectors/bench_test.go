@@ -84,3 +84,53 @@ func BenchmarkEngineStatePerSession(b *testing.B) {
 		runtime.KeepAlive(e)
 	}
 }
+
+// BenchmarkAggregate measures rule evaluation with the window update of
+// each aggregate kind alone: one rule, grouped by session, over the same
+// decoded events as BenchmarkEngine20Rules. The condition never fires, so
+// the figure is the cost of keeping and reading the aggregate.
+//
+//	go test ./detectors -run '^$' -bench Aggregate -benchmem
+func BenchmarkAggregate(b *testing.B) {
+	for _, c := range []struct{ name, cond string }{
+		{"count", `count(5m) > 1000000`},
+		{"rate", `rate(1m) > 1000000`},
+		{"sum", `sum(bytes_out, 10m) > 1e15`},
+		{"distinct", `distinct(resource, 10m) > 1000000`},
+		{"seq", `seq(action == "read", action == "send", 10m) && tool == "never"`},
+		{"first_seen", `first_seen(destination) && tool == "never"`},
+		{"zscore", `zscore(count(5m)) > 1000`},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			set, err := rules.Compile(rules.Source{Name: "bench.yaml", Data: []byte(fmt.Sprintf(`rules:
+  - id: bench-%s
+    description: benchmark
+    severity: low
+    group: [session]
+    condition: '%s'
+    action: alert
+    tests:
+      - {name: quiet, events: [], expect: []}
+      - {name: quiet too, events: [], expect: []}
+`, c.name, c.cond))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			evs := synth(200000, 2000)
+			e := NewEngine(set, Options{})
+			var out []Decision
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				x := evs[i%len(evs)]
+				if i > 0 && i%len(evs) == 0 {
+					for _, y := range evs {
+						y.Time = y.Time.Add(3 * time.Hour)
+					}
+				}
+				out = e.Process(x, out[:0])
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
