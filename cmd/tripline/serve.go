@@ -221,7 +221,7 @@ func (a *app) serve(ctx context.Context, cfg *config.Config, dev bool) error {
 			ch := chAddr(cfg, store)
 			histLine = fmt.Sprintf("  ClickHouse  %s   database %s (server %s)\n  API         http://%s/api/v1   token: %s (admin)\n",
 				ch, store.Database, store.Dialect.Version, addr, cfg.API.Tokens[0].TokenFile)
-			histTry = fmt.Sprintf("  %[1]s query top --by volume --since 1h --clickhouse %[2]s\n"+
+			histTry = fmt.Sprintf("  %[1]s query top --tenant acme --metric bytes_out --since 1h --clickhouse %[2]s\n"+
 				"  curl -H \"Authorization: Bearer $(cat %[3]s)\" 'http://%[4]s/api/v1/decisions?tenant=acme&since=1h'\n",
 				self, ch, cfg.API.Tokens[0].TokenFile, addr)
 		}
