@@ -305,9 +305,7 @@ func BenchmarkBacktest1M(b *testing.B) {
 	b.Run("rules=examples", func(b *testing.B) {
 		set, err := rules.LoadPaths("../../rules/examples")
 		require.NoError(b, err)
-		if len(set.Rules) == 0 {
-			b.Skip("no example rules")
-		}
+		require.NotEmpty(b, set.Rules, "the example rules are missing")
 		benchFile(b, set, path)
 	})
 }
