@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tripline/tripline/internal/actions"
+	"github.com/tripline/tripline/internal/textfmt"
 	"github.com/tripline/tripline/pipeline"
 	"github.com/tripline/tripline/pipeline/enforce"
 )
@@ -167,7 +168,7 @@ func (a *app) opsRevoke(cmd *cobra.Command, f revokeFlags) error {
 		return cliError(err)
 	}
 	fmt.Fprintln(a.stdout, rv.ID)
-	fmt.Fprintf(a.stderr, "revoked %s in tenant %s until %s\n", opsScopeOf(rv), rv.Tenant, opsFmtTime(rv.ExpiresAt))
+	fmt.Fprintf(a.stderr, "revoked %s in tenant %s until %s\n", opsScopeOf(rv), rv.Tenant, textfmt.Time(rv.ExpiresAt))
 	return nil
 }
 
@@ -266,7 +267,7 @@ func (a *app) opsLiftLike(cmd *cobra.Command, k liftKind, f analystFlags, id str
 	case "deny":
 		fmt.Fprintln(a.stdout, res.Revocation.ID)
 		fmt.Fprintf(a.stderr, "denied hold %s: revoked %s in tenant %s until %s (%s), hold lifted (%s)\n",
-			cur.ID, opsScopeOf(cur), cur.Tenant, opsFmtTime(res.Revocation.ExpiresAt), res.Revocation.ID, lift.ID)
+			cur.ID, opsScopeOf(cur), cur.Tenant, textfmt.Time(res.Revocation.ExpiresAt), res.Revocation.ID, lift.ID)
 	case "approve":
 		fmt.Fprintln(a.stdout, lift.ID)
 		fmt.Fprintf(a.stderr, "approved hold %s on %s in tenant %s (lift %s)\n", cur.ID, opsScopeOf(cur), cur.Tenant, lift.ID)

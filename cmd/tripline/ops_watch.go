@@ -14,6 +14,7 @@ import (
 
 	"github.com/tripline/tripline/detectors"
 	"github.com/tripline/tripline/internal/actions"
+	"github.com/tripline/tripline/internal/textfmt"
 	"github.com/tripline/tripline/pipeline"
 	"github.com/tripline/tripline/pipeline/enforce"
 )
@@ -155,20 +156,6 @@ func opsLine(w io.Writer, cols []string, widths []int) {
 	fmt.Fprintln(w, b.String())
 }
 
-func opsOrDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func opsFmtTime(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return t.UTC().Format(time.RFC3339)
-}
-
 // opsScopeOf renders what a command applies to.
 func opsScopeOf(c *enforce.Command) string {
 	switch {
@@ -189,8 +176,8 @@ func (v *revocationView) columns() []string {
 	if c == nil {
 		return []string{"-", v.Key, v.Operation, "-", "-", "-", "-", "-", status}
 	}
-	return []string{opsFmtTime(c.IssuedAt), opsOrDash(c.ID), opsOrDash(c.Kind), opsOrDash(c.Tenant), opsScopeOf(c), opsOrDash(c.Rule),
-		opsFmtTime(c.ExpiresAt), opsOrDash(c.Issuer), status}
+	return []string{textfmt.Time(c.IssuedAt), textfmt.OrDash(c.ID), textfmt.OrDash(c.Kind), textfmt.OrDash(c.Tenant), opsScopeOf(c), textfmt.OrDash(c.Rule),
+		textfmt.Time(c.ExpiresAt), textfmt.OrDash(c.Issuer), status}
 }
 
 func (a *app) opsWatchRevocations(cmd *cobra.Command, f watchRevocationsFlags) error {
@@ -375,6 +362,6 @@ func (a *app) opsWatchDecisions(cmd *cobra.Command, f watchDecisionsFlags) error
 			continue
 		}
 		opsLine(a.stdout, []string{d.Time.UTC().Format("2006-01-02T15:04:05.000Z"), d.Rule, d.Mode, d.Action,
-			opsOrDash(d.Severity), d.Tenant, decisionSubject(&d), d.ID}, decisionWidths)
+			textfmt.OrDash(d.Severity), d.Tenant, decisionSubject(&d), d.ID}, decisionWidths)
 	}
 }

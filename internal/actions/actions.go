@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/tripline/tripline/internal/textfmt"
 	"github.com/tripline/tripline/pipeline"
 	"github.com/tripline/tripline/pipeline/enforce"
 )
@@ -329,11 +330,11 @@ func (is *Issuer) current(ctx context.Context, id string, hold bool, now time.Ti
 	}
 	switch {
 	case c.Kind == enforce.KindLift:
-		return nil, 0, conflict(fmt.Sprintf("%s was already lifted by %s at %s: %s", id, orDash(c.Issuer), fmtTime(c.IssuedAt), c.Reason))
+		return nil, 0, conflict(fmt.Sprintf("%s was already lifted by %s at %s: %s", id, textfmt.OrDash(c.Issuer), textfmt.Time(c.IssuedAt), c.Reason))
 	case c.ID != id:
 		return nil, 0, conflict(fmt.Sprintf("%s in %s holds command %s: not a command enforcers apply", id, pipeline.RevocationsBucket, c.ID))
 	case c.Expired(now):
-		return nil, 0, conflict(fmt.Sprintf("%s expired at %s: there is nothing to lift", id, fmtTime(c.ExpiresAt)))
+		return nil, 0, conflict(fmt.Sprintf("%s expired at %s: there is nothing to lift", id, textfmt.Time(c.ExpiresAt)))
 	case hold && c.Kind != enforce.KindHold:
 		return nil, 0, &Error{Kind: ErrConflict, Msg: fmt.Sprintf("%s is a %s, not a hold", id, c.Kind), NotHold: true}
 	}
@@ -423,18 +424,4 @@ func PublishAudit(ctx context.Context, pub jetstream.Publisher, c *enforce.Comma
 		}
 	}
 	return unavailable("audit log "+pipeline.RevocationsStream, err)
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func fmtTime(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return t.UTC().Format(time.RFC3339)
 }
