@@ -37,9 +37,12 @@ func newServeCmd(a *app) *cobra.Command {
 		Short: "Run the engine against a NATS cluster",
 		Long: `Run Tripline's roles in this process: detect (detector workers that own
 event partitions, evaluate the rules and publish decisions and signed
-revocations) and api (Prometheus metrics and health on http.listen). Run as
-many processes as you like: partitions are leased, so each has exactly one
-owner and a dead process's partitions move to the others.
+revocations), history (copies every stream into ClickHouse; on by default
+when clickhouse is configured) and api (Prometheus metrics and health on
+http.listen, and the authenticated /api/v1 investigation and action API).
+Run as many processes as you like: partitions are leased, so each has
+exactly one owner and a dead process's partitions move to the others;
+history writers share their consumers.
 
 Environment overrides:
 ` + config.EnvHelp(),
