@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/tripline/tripline/detectors"
 	"github.com/tripline/tripline/internal/history"
 	"github.com/tripline/tripline/pipeline"
@@ -146,44 +148,28 @@ func (q *Querier) Explain(ctx context.Context, tenant, id string) (*Explanation,
 
 // decision reads one decision by id.
 func (q *Querier) decision(ctx context.Context, tenant, id string) (*detectors.Decision, error) {
-	rows, err := q.s.Conn.Query(q.ctx(ctx), "SELECT "+decisionSelect+"\nFROM "+q.s.T(history.TableDecisions)+
-		"\nWHERE tenant = ? AND id = ?\nLIMIT 1", tenant, id)
+	ds, err := collect(ctx, q, "explain: read decision", "SELECT "+decisionSelect+"\nFROM "+q.s.T(history.TableDecisions)+
+		"\nWHERE tenant = ? AND id = ?\nLIMIT 1", []any{tenant, id}, scanDecision)
 	if err != nil {
-		return nil, fmt.Errorf("investigate: explain: read decision: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("investigate: explain: read decision: %w", err)
-		}
+	if len(ds) == 0 {
 		return nil, ErrNotFound
 	}
-	var d detectors.Decision
-	if err := scanDecision(rows, &d); err != nil {
-		return nil, fmt.Errorf("investigate: explain: read decision: %w", err)
-	}
-	return &d, nil
+	return &ds[0], nil
 }
 
 // command reads one command by id.
 func (q *Querier) command(ctx context.Context, tenant, id string) (*enforce.Command, error) {
-	rows, err := q.s.Conn.Query(q.ctx(ctx), "SELECT "+commandSelect+"\nFROM "+q.s.T(history.TableRevocations)+
-		"\nWHERE tenant = ? AND id = ?\nLIMIT 1", tenant, id)
+	cs, err := collect(ctx, q, "explain: read command", "SELECT "+commandSelect+"\nFROM "+q.s.T(history.TableRevocations)+
+		"\nWHERE tenant = ? AND id = ?\nLIMIT 1", []any{tenant, id}, scanOneCommand)
 	if err != nil {
-		return nil, fmt.Errorf("investigate: explain: read command: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("investigate: explain: read command: %w", err)
-		}
+	if len(cs) == 0 {
 		return nil, ErrNotFound
 	}
-	var c enforce.Command
-	if err := scanCommand(rows, &c); err != nil {
-		return nil, fmt.Errorf("investigate: explain: read command: %w", err)
-	}
-	return &c, nil
+	return &cs[0], nil
 }
 
 // evidence reads the decision's events by id, within its tenant and the
@@ -210,24 +196,16 @@ func (q *Querier) evidence(ctx context.Context, x *Explanation) error {
 	w.add("tenant = ?", d.Tenant)
 	w.period("ts_ms", win)
 	w.in("id", ids)
-	rows, err := q.s.Conn.Query(q.ctx(ctx), "SELECT "+history.EventSelect+"\nFROM "+q.s.T(history.TableEvents)+w.String()+
-		"\nORDER BY ts_ms, id\nLIMIT 1 BY id", w.args...)
+	evs, err := collect(ctx, q, "explain: read evidence", "SELECT "+history.EventSelect+"\nFROM "+q.s.T(history.TableEvents)+w.String()+
+		"\nORDER BY ts_ms, id\nLIMIT 1 BY id", w.args, history.ScanEvent)
 	if err != nil {
-		return fmt.Errorf("investigate: explain: read evidence: %w", err)
+		return err
 	}
-	defer rows.Close()
 	found := map[string]bool{}
-	for rows.Next() {
-		var e pipeline.Event
-		if err := history.ScanEvent(rows, &e); err != nil {
-			return fmt.Errorf("investigate: explain: read evidence: %w", err)
-		}
+	for _, e := range evs {
 		found[e.ID] = true
-		x.Evidence = append(x.Evidence, e)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("investigate: explain: read evidence: %w", err)
-	}
+	x.Evidence = append(x.Evidence, evs...)
 	for _, id := range ids {
 		if !found[id] {
 			x.MissingEvidence = append(x.MissingEvidence, id)
@@ -251,24 +229,8 @@ func (q *Querier) commandsOf(ctx context.Context, d *detectors.Decision) ([]enfo
 
 // commands reads the commands matching w, oldest first, each once.
 func (q *Querier) commands(ctx context.Context, w where) ([]enforce.Command, error) {
-	rows, err := q.s.Conn.Query(q.ctx(ctx), "SELECT "+commandSelect+"\nFROM "+q.s.T(history.TableRevocations)+w.String()+
-		"\nORDER BY issued_ms, id\nLIMIT 1 BY id\nLIMIT ?", append(w.args, maxCommands)...)
-	if err != nil {
-		return nil, fmt.Errorf("investigate: explain: read commands: %w", err)
-	}
-	defer rows.Close()
-	var cmds []enforce.Command
-	for rows.Next() {
-		var c enforce.Command
-		if err := scanCommand(rows, &c); err != nil {
-			return nil, fmt.Errorf("investigate: explain: read commands: %w", err)
-		}
-		cmds = append(cmds, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("investigate: explain: read commands: %w", err)
-	}
-	return cmds, nil
+	return collect(ctx, q, "explain: read commands", "SELECT "+commandSelect+"\nFROM "+q.s.T(history.TableRevocations)+w.String()+
+		"\nORDER BY issued_ms, id\nLIMIT 1 BY id\nLIMIT ?", append(w.args, maxCommands), scanOneCommand)
 }
 
 // explainCommands adds to each command its lifts, its acknowledgements
@@ -340,27 +302,26 @@ func (q *Querier) acks(ctx context.Context, tenant string, ids []string) (map[st
 	var w where
 	w.add("tenant = ?", tenant)
 	w.in("command_id", ids)
-	rows, err := q.s.Conn.Query(q.ctx(ctx), "SELECT command_id, enforcer, kind, applied_ms\nFROM "+q.s.T(history.TableAcks)+w.String()+
-		"\nORDER BY applied_ms, command_id, enforcer\nLIMIT 1 BY command_id, enforcer", w.args...)
+	type commandAck struct {
+		id string
+		Ack
+	}
+	rows, err := collect(ctx, q, "explain: read acks", "SELECT command_id, enforcer, kind, applied_ms\nFROM "+q.s.T(history.TableAcks)+w.String()+
+		"\nORDER BY applied_ms, command_id, enforcer\nLIMIT 1 BY command_id, enforcer", w.args,
+		func(r driver.Rows, a *commandAck) error {
+			var ms int64
+			if err := r.Scan(&a.id, &a.Enforcer, &a.Kind, &ms); err != nil {
+				return err
+			}
+			a.AppliedAt = msTime(ms)
+			return nil
+		})
 	if err != nil {
-		return nil, fmt.Errorf("investigate: explain: read acks: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
 	acks := map[string][]Ack{}
-	for rows.Next() {
-		var (
-			id string
-			a  Ack
-			ms int64
-		)
-		if err := rows.Scan(&id, &a.Enforcer, &a.Kind, &ms); err != nil {
-			return nil, fmt.Errorf("investigate: explain: read acks: %w", err)
-		}
-		a.AppliedAt = msTime(ms)
-		acks[id] = append(acks[id], a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("investigate: explain: read acks: %w", err)
+	for _, a := range rows {
+		acks[a.id] = append(acks[a.id], a.Ack)
 	}
 	return acks, nil
 }

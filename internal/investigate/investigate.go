@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/rs/zerolog"
 
 	"github.com/tripline/tripline/internal/history"
@@ -335,22 +336,10 @@ func (q *Querier) agentsFor(ctx context.Context, tenant, kind, value string, con
 	}
 	first, last := p.days()
 	w.add("date >= toDate(?) AND date <= toDate(?)", first, last)
-	rows, err := q.s.Conn.Query(q.ctx(ctx), "SELECT DISTINCT agent FROM "+q.s.T(history.TableEventKeys)+w.String()+
-		"\nORDER BY agent LIMIT ?", append(w.args, MaxKeyAgents+1)...)
+	agents, err := collect(ctx, q, "look up agents by "+kind, "SELECT DISTINCT agent FROM "+q.s.T(history.TableEventKeys)+w.String()+
+		"\nORDER BY agent LIMIT ?", append(w.args, MaxKeyAgents+1), func(r driver.Rows, a *string) error { return r.Scan(a) })
 	if err != nil {
-		return nil, fmt.Errorf("investigate: look up agents by %s: %w", kind, err)
-	}
-	defer rows.Close()
-	var agents []string
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, err
-		}
-		agents = append(agents, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("investigate: look up agents by %s: %w", kind, err)
+		return nil, err
 	}
 	if len(agents) > MaxKeyAgents {
 		return nil, invalid("more than %d agents used this %s in the period: narrow the period", MaxKeyAgents, kind)
@@ -384,4 +373,34 @@ func TooExpensive(err error) bool {
 		return ex.Code == 159 || ex.Code == 241 || ex.Code == 396
 	}
 	return errors.Is(err, context.DeadlineExceeded)
+}
+
+// collect runs a query and scans each row into a T with scan; what names
+// the query in errors.
+func collect[T any](ctx context.Context, q *Querier, what, sql string, args []any, scan func(driver.Rows, *T) error) ([]T, error) {
+	rows, err := q.s.Conn.Query(q.ctx(ctx), sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("investigate: %s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var x T
+		if err := scan(rows, &x); err != nil {
+			return nil, fmt.Errorf("investigate: %s: %w", what, err)
+		}
+		out = append(out, x)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("investigate: %s: %w", what, err)
+	}
+	return out, nil
+}
+
+// truncate cuts xs, read with LIMIT n+1, to n and says whether it did.
+func truncate[T any](xs []T, n int) ([]T, bool) {
+	if len(xs) > n {
+		return xs[:n], true
+	}
+	return xs, false
 }

@@ -117,25 +117,15 @@ func (q *Querier) Decisions(ctx context.Context, dq DecisionQuery) (*Decisions, 
 	w.eq("action", dq.Action)
 	sql := "SELECT " + decisionSelect + "\nFROM " + q.s.T(history.TableDecisions) + w.String() +
 		"\nORDER BY ts_ms DESC, id\nLIMIT 1 BY id\nLIMIT ?"
-	rows, err := q.s.Conn.Query(q.ctx(ctx), sql, append(w.args, n+1)...)
+	ds, err := collect(ctx, q, "decisions", sql, append(w.args, n+1), scanDecision)
 	if err != nil {
-		return nil, fmt.Errorf("investigate: decisions: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
 	res := &Decisions{Tenant: dq.Tenant, Period: dq.Period, Decisions: []detectors.Decision{}, Limit: n}
-	for rows.Next() {
-		var d detectors.Decision
-		if err := scanDecision(rows, &d); err != nil {
-			return nil, fmt.Errorf("investigate: decisions: %w", err)
-		}
-		res.Decisions = append(res.Decisions, d)
+	if ds != nil {
+		res.Decisions = ds
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("investigate: decisions: %w", err)
-	}
-	if len(res.Decisions) > n {
-		res.Decisions, res.Truncated = res.Decisions[:n], true
-	}
+	res.Decisions, res.Truncated = truncate(res.Decisions, n)
 	return res, nil
 }
 
@@ -213,6 +203,10 @@ type Revocations struct {
 const commandSelect = `id, issued_ms, tenant, kind, scope, value, tool, agent, reason, rule, rule_version, decision,
 evidence, tags, lifts, expires_ms, hold_until_ms, issuer, key_id`
 
+// scanOneCommand is scanCommand without extra columns, for collect.
+func scanOneCommand(rows driver.Rows, c *enforce.Command) error { return scanCommand(rows, c) }
+
+// scanCommand reads a row selected with commandSelect (then extra columns).
 func scanCommand(rows driver.Rows, c *enforce.Command, extra ...any) error {
 	var issued, expires, hold int64
 	*c = enforce.Command{}
@@ -315,32 +309,25 @@ func (q *Querier) Revocations(ctx context.Context, rq RevocationQuery) (*Revocat
 		"ANY LEFT JOIN (\n" +
 		"  SELECT lifts AS id, min(issued_ms) AS lifted_ms\n  FROM " + table + lw.String() + "\n  GROUP BY lifts)\n" +
 		"USING id)" + outer.String() + "\nORDER BY issued_ms DESC, id\nLIMIT ?"
-	rows, err := q.s.Conn.Query(q.ctx(ctx), sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("investigate: revocations: %w", err)
-	}
-	defer rows.Close()
-	res := &Revocations{Tenant: rq.Tenant, Period: rq.Period, Now: now, Revocations: []Revocation{}, Limit: n}
-	for rows.Next() {
-		var (
-			r        Revocation
-			liftedMS int64
-		)
+	rs, err := collect(ctx, q, "revocations", sql, args, func(rows driver.Rows, r *Revocation) error {
+		var liftedMS int64
 		if err := scanCommand(rows, &r.Command, &liftedMS, &r.Status); err != nil {
-			return nil, fmt.Errorf("investigate: revocations: %w", err)
+			return err
 		}
 		if liftedMS > 0 {
 			t := msTime(liftedMS)
 			r.LiftedAt = &t
 		}
-		res.Revocations = append(res.Revocations, r)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("investigate: revocations: %w", err)
+	res := &Revocations{Tenant: rq.Tenant, Period: rq.Period, Now: now, Revocations: []Revocation{}, Limit: n}
+	if rs != nil {
+		res.Revocations = rs
 	}
-	if len(res.Revocations) > n {
-		res.Revocations, res.Truncated = res.Revocations[:n], true
-	}
+	res.Revocations, res.Truncated = truncate(res.Revocations, n)
 	return res, nil
 }
 

@@ -153,24 +153,14 @@ func (q *Querier) Timeline(ctx context.Context, tq TimelineQuery) (*Timeline, er
 	// sort key, so LIMIT 1 BY id after the ORDER BY keeps one of each.
 	sql := "SELECT " + history.EventSelect + "\nFROM " + q.s.T(history.TableEvents) + w.String() +
 		"\nORDER BY ts_ms, id\nLIMIT 1 BY id\nLIMIT ?"
-	rows, err := q.s.Conn.Query(q.ctx(ctx), sql, append(w.args, n+1)...)
+	evs, err := collect(ctx, q, "timeline", sql, append(w.args, n+1), history.ScanEvent)
 	if err != nil {
-		return nil, fmt.Errorf("investigate: timeline: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var e pipeline.Event
-		if err := history.ScanEvent(rows, &e); err != nil {
-			return nil, fmt.Errorf("investigate: timeline: %w", err)
-		}
-		t.Events = append(t.Events, e)
+	if evs != nil {
+		t.Events = evs
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("investigate: timeline: %w", err)
-	}
-	if len(t.Events) > n {
-		t.Events, t.Truncated = t.Events[:n], true
-	}
+	t.Events, t.Truncated = truncate(t.Events, n)
 	return t, nil
 }
 
