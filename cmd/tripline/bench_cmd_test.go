@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tripline/tripline/internal/bench"
+	"github.com/tripline/tripline/internal/syncbuf"
 )
 
 // TestBenchQuickJSON runs `tripline bench --quick --json --runs 1` in
@@ -107,7 +108,7 @@ func TestBenchNoHistory(t *testing.T) {
 // progress.
 func runBenchJSON(t *testing.T, extra ...string) (*bench.Report, string) {
 	t.Helper()
-	var out, errOut syncBuf
+	var out, errOut syncbuf.Buffer
 	code := run(context.Background(), append([]string{"bench", "--quick", "--json", "--runs", "1"}, extra...), env{stdout: &out, stderr: &errOut})
 	require.Equal(t, 0, code, errOut.String())
 

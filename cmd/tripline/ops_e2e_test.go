@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tripline/tripline/internal/sim"
+	"github.com/tripline/tripline/internal/syncbuf"
 	"github.com/tripline/tripline/pipeline"
 	"github.com/tripline/tripline/pipeline/enforce"
 )
@@ -30,11 +31,11 @@ func TestOpsEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var devErr syncBuffer
+	var devErr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- opsRun(ctx, []string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0", "--no-history"},
-			env{stdin: strings.NewReader(""), stdout: &syncBuffer{}, stderr: &devErr})
+			env{stdin: strings.NewReader(""), stdout: &syncbuf.Buffer{}, stderr: &devErr})
 	}()
 	defer func() {
 		cancel()
@@ -113,7 +114,7 @@ func TestOpsEndToEnd(t *testing.T) {
 
 	// An enforcer's view: two revocations... one of them lifted, all verified.
 	wctx, wcancel := context.WithCancel(ctx)
-	var wout, werr syncBuffer
+	var wout, werr syncbuf.Buffer
 	wdone := make(chan int, 1)
 	go func() {
 		wdone <- opsRun(wctx, []string{"watch", "revocations", "--nats", url,

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tripline/tripline/internal/natstest"
+	"github.com/tripline/tripline/internal/syncbuf"
 	"github.com/tripline/tripline/internal/testgen"
 	"github.com/tripline/tripline/internal/topology"
 	"github.com/tripline/tripline/pipeline"
@@ -29,28 +29,10 @@ import (
 // root.go through extraCommands).
 func opsRun(ctx context.Context, args []string, e env) int { return run(ctx, args, e) }
 
-// syncBuffer is a buffer a running command writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // ops runs an operator command line in-process.
 func ops(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	code = opsRun(context.Background(), args, env{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errOut})
 	return code, out.String(), errOut.String()
 }
@@ -541,7 +523,7 @@ func TestWatchRevocations(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- opsRun(ctx, []string{"watch", "revocations", "--nats", n.url, "--key", filepath.Join(dir, "engine.key.pub")},
@@ -586,7 +568,7 @@ func TestWatchRevocationsJSONAndExpiry(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- opsRun(ctx, []string{"watch", "revocations", "--nats", n.url, "--key", keyPath, "--json"},
@@ -614,7 +596,7 @@ func TestWatchDecisions(t *testing.T) {
 
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- opsRun(wctx, []string{"watch", "decisions", "--all", "--tenant", "acme", "--nats", n.url},

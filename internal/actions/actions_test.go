@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/tripline/tripline/internal/api"
 	"github.com/tripline/tripline/internal/config"
 	"github.com/tripline/tripline/internal/natstest"
+	"github.com/tripline/tripline/internal/syncbuf"
 	"github.com/tripline/tripline/internal/topology"
 	"github.com/tripline/tripline/pipeline"
 	"github.com/tripline/tripline/pipeline/enforce"
@@ -48,24 +48,7 @@ type env struct {
 	engine  *enforce.Signer
 	kr      enforce.Keyring
 	url     string
-	log     *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log     *syncbuf.Buffer
 }
 
 func newSigner(t *testing.T) *enforce.Signer {
@@ -88,7 +71,7 @@ func startEnv(t *testing.T) *env {
 	_, js := s.Connect(t)
 	ctx := context.Background()
 	require.NoError(t, topology.Provision(ctx, js, topology.Config{Memory: true, Partitions: 4}))
-	e := &env{js: js, analyst: newSigner(t), engine: newSigner(t), kr: enforce.Keyring{}, log: &syncBuffer{}}
+	e := &env{js: js, analyst: newSigner(t), engine: newSigner(t), kr: enforce.Keyring{}, log: &syncbuf.Buffer{}}
 	e.kr.Add(e.analyst.Public())
 	e.kr.Add(e.engine.Public())
 	log := zerolog.New(e.log)
@@ -391,7 +374,7 @@ func TestAPIWhenNATSFails(t *testing.T) {
 		{"timeout", brokenAudit{block: true}, 50 * time.Millisecond, "timed out"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			log := &syncBuffer{}
+			log := &syncbuf.Buffer{}
 			is := &actions.Issuer{Audit: tc.audit, Bucket: e.kv, Signer: e.analyst, Log: zerolog.New(log)}
 			srv, err := api.New(api.Options{Tokens: tokens(), Routes: actions.Routes(is), Registry: prometheus.NewRegistry(),
 				Log: zerolog.New(log), Timeout: tc.timeout})

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/tripline/tripline/internal/api"
 	"github.com/tripline/tripline/internal/config"
+	"github.com/tripline/tripline/internal/syncbuf"
 )
 
 // Tokens of the test server: the viewer's is in a file, the others only
@@ -36,24 +36,6 @@ const (
 func sha(tok string) string {
 	h := sha256.Sum256([]byte(tok))
 	return hex.EncodeToString(h[:])
-}
-
-// syncBuffer collects log output written by server goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // testTokens returns the token configuration, writing the viewer's file.
@@ -108,14 +90,14 @@ func testRoutes() []api.Route {
 type testServer struct {
 	*api.Server
 	reg *prometheus.Registry
-	log *syncBuffer
+	log *syncbuf.Buffer
 	url string
 	now *time.Time
 }
 
 func newTestServer(t *testing.T, edit func(*api.Options)) *testServer {
 	t.Helper()
-	ts := &testServer{reg: prometheus.NewRegistry(), log: &syncBuffer{}, now: new(time.Time)}
+	ts := &testServer{reg: prometheus.NewRegistry(), log: &syncbuf.Buffer{}, now: new(time.Time)}
 	*ts.now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
 	o := api.Options{
@@ -521,7 +503,7 @@ func TestNewRefusesBadConfiguration(t *testing.T) {
 	loose := filepath.Join(dir, "loose")
 	require.NoError(t, os.WriteFile(loose, []byte(viewerToken), 0o644))
 	require.NoError(t, os.Chmod(loose, 0o644))
-	var log syncBuffer
+	var log syncbuf.Buffer
 	_, err := api.New(api.Options{Tokens: []config.Token{{Name: "a", Role: "viewer", TokenFile: loose}}, Log: zerolog.New(&log)})
 	require.NoError(t, err)
 	require.Contains(t, log.String(), "readable by group or others")
