@@ -14,8 +14,6 @@ import (
 	"github.com/tripline/tripline/internal/detect"
 	"github.com/tripline/tripline/internal/history"
 	"github.com/tripline/tripline/pipeline"
-	"github.com/tripline/tripline/pipeline/enforce"
-	"github.com/tripline/tripline/rules"
 )
 
 // Hostile and malformed events each get a clear dead-letter reason, reach
@@ -25,18 +23,7 @@ import (
 func TestHostileInputIsDeadLetteredAndStored(t *testing.T) {
 	e := newWEnv(t, "")
 	ctx := context.Background()
-	set, err := rules.LoadPaths("../../rules/examples")
-	require.NoError(t, err)
-	_, priv, err := enforce.GenerateKey()
-	require.NoError(t, err)
-	dnc, _ := e.srv.Connect(t)
-	dw, err := detect.New(ctx, dnc, detect.Config{WorkerID: "w1", Topology: e.topo, Rules: set, Signer: enforce.NewSigner(priv),
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)})
-	require.NoError(t, err)
-	dctx, dcancel := context.WithCancel(ctx)
-	ddone := make(chan struct{})
-	go func() { defer close(ddone); _ = dw.Run(dctx) }()
-	t.Cleanup(func() { dcancel(); <-ddone })
+	e.startDetector(zerolog.ErrorLevel)
 	e.startWriter(history.WriterConfig{}, nil)
 
 	agent := "spiffe://acme.dev/agent/x"

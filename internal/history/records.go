@@ -37,8 +37,6 @@ type decisionCols struct {
 	received                                  []int64
 }
 
-func (c *decisionCols) len() int { return len(c.id) }
-
 func (c *decisionCols) add(d *detectors.Decision, body []byte, received time.Time) {
 	ms := d.Time.UnixMilli()
 	c.tenant = append(c.tenant, d.Tenant)
@@ -117,8 +115,6 @@ type commandCols struct {
 	received                                []int64
 }
 
-func (c *commandCols) len() int { return len(c.id) }
-
 // add appends a command. The signature is not stored: the audit trail is
 // the TL_REVOCATIONS stream, whose messages keep it.
 func (c *commandCols) add(cmd *enforce.Command, received time.Time) {
@@ -164,8 +160,6 @@ type ackCols struct {
 	applied, issued, received   []int64
 }
 
-func (c *ackCols) len() int { return len(c.commandID) }
-
 func (c *ackCols) add(a *enforce.Ack, received time.Time) {
 	ms := a.AppliedAt.UnixMilli()
 	c.tenant = append(c.tenant, a.Tenant)
@@ -197,8 +191,6 @@ type deadLetterCols struct {
 	reason   []string
 	body     []string
 }
-
-func (c *deadLetterCols) len() int { return len(c.seq) }
 
 func (c *deadLetterCols) add(tenant, subject, reason string, body []byte, seq uint64, received time.Time) {
 	ms := received.UnixMilli()

@@ -67,8 +67,6 @@ type eventCols struct {
 	decided                        []uint8
 }
 
-func (c *eventCols) len() int { return len(c.id) }
-
 // grow makes room for n more rows, so that a batch is built without
 // re-growing each column as it fills.
 func (c *eventCols) grow(n int) {
@@ -104,19 +102,6 @@ func (c *eventCols) grow(n int) {
 	c.seq = slices.Grow(c.seq, n)
 	c.receivedMS = slices.Grow(c.receivedMS, n)
 	c.decided = slices.Grow(c.decided, n)
-}
-
-func (c *eventCols) reset() {
-	*c = eventCols{
-		tenant: c.tenant[:0], agent: c.agent[:0], session: c.session[:0], tsMS: c.tsMS[:0], id: c.id[:0],
-		date: c.date[:0], instance: c.instance[:0], parentAgent: c.parentAgent[:0], depth: c.depth[:0],
-		principal: c.principal[:0], task: c.task[:0], taskScope: c.taskScope[:0], tool: c.tool[:0],
-		action: c.action[:0], actionRaw: c.actionRaw[:0], resource: c.resource[:0], destination: c.destination[:0],
-		bytesIn: c.bytesIn[:0], bytesOut: c.bytesOut[:0], records: c.records[:0], sensitivity: c.sensitivity[:0],
-		outcome: c.outcome[:0], approval: c.approval[:0], environment: c.environment[:0], credential: c.credential[:0],
-		trace: c.trace[:0], attrKeys: c.attrKeys[:0], attrValues: c.attrValues[:0], extra: c.extra[:0],
-		seq: c.seq[:0], receivedMS: c.receivedMS[:0], decided: c.decided[:0],
-	}
 }
 
 // add appends one event. Attribute values whose key names a secret are
@@ -217,7 +202,13 @@ func appendColumns(ctx context.Context, conn driver.Conn, query string, cols []a
 // InsertEvents writes events straight to the events table (tests, benchmarks
 // and imports; the writer is the normal path).
 func (s *Schema) InsertEvents(ctx context.Context, events []pipeline.Event) error {
-	return s.InsertEventsInto(ctx, TableEvents, events)
+	var c eventCols
+	c.grow(len(events))
+	now := time.Now()
+	for i := range events {
+		c.add(&events[i], 0, now, false)
+	}
+	return appendColumns(ctx, s.Conn, insertSQL(s.T(TableEvents), EventColumns), c.columns())
 }
 
 // EventSelect is the column list that ScanEvent reads, in order.
@@ -270,18 +261,4 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-// InsertEventsInto writes events to another table of the events table's
-// definition (benchmarks compare the writer against it).
-func (s *Schema) InsertEventsInto(ctx context.Context, table string, events []pipeline.Event) error {
-	if !ValidIdent(table) {
-		return fmt.Errorf("history: invalid table name %q", table)
-	}
-	var c eventCols
-	now := time.Now()
-	for i := range events {
-		c.add(&events[i], 0, now, false)
-	}
-	return appendColumns(ctx, s.Conn, insertSQL(s.T(table), EventColumns), c.columns())
 }

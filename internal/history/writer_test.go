@@ -67,6 +67,23 @@ func (e *wenv) publish(evs []pipeline.Event) {
 	}
 }
 
+// startDetector runs a detector worker with the example rules until the
+// test ends.
+func (e *wenv) startDetector(lvl zerolog.Level) {
+	set, err := rules.LoadPaths("../../rules/examples")
+	require.NoError(e.t, err)
+	_, priv, err := enforce.GenerateKey()
+	require.NoError(e.t, err)
+	nc, _ := e.srv.Connect(e.t)
+	w, err := detect.New(context.Background(), nc, detect.Config{WorkerID: "w1", Topology: e.topo, Rules: set, Signer: enforce.NewSigner(priv),
+		Logger: zerolog.New(zerolog.NewTestWriter(e.t)).Level(lvl)})
+	require.NoError(e.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	e.t.Cleanup(func() { cancel(); <-done })
+}
+
 // startWriter runs a writer; stop cancels it and returns Run's error.
 func (e *wenv) startWriter(cfg history.WriterConfig, hook func(string) bool) (w *history.Writer, stop func() error, done <-chan struct{}) {
 	if cfg.BatchSize == 0 {
@@ -202,18 +219,7 @@ func TestClickHouseOutage(t *testing.T) {
 	e := newWEnv(t, ch.Addr())
 	ctx := context.Background()
 
-	set, err := rules.LoadPaths("../../rules/examples")
-	require.NoError(t, err)
-	_, priv, err := enforce.GenerateKey()
-	require.NoError(t, err)
-	dnc, _ := e.srv.Connect(t)
-	dw, err := detect.New(ctx, dnc, detect.Config{WorkerID: "w1", Topology: e.topo, Rules: set, Signer: enforce.NewSigner(priv),
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
-	require.NoError(t, err)
-	dctx, dcancel := context.WithCancel(ctx)
-	ddone := make(chan struct{})
-	go func() { defer close(ddone); _ = dw.Run(dctx) }()
-	t.Cleanup(func() { dcancel(); <-ddone })
+	e.startDetector(zerolog.WarnLevel)
 
 	reg := prometheus.NewRegistry()
 	w, _, _ := e.startWriter(history.WriterConfig{RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, Registerer: reg}, nil)
