@@ -12,6 +12,7 @@ package chserver
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"net"
@@ -266,6 +267,9 @@ func freePort() (int, error) {
 // configXML is a minimal server configuration. The <yandex> root element
 // is what 18.16 requires; current releases still accept it.
 func configXML(dir string, tcp, http int) string {
+	var esc strings.Builder
+	_ = xml.EscapeText(&esc, []byte(dir)) // a data directory may hold & or <
+	dir = esc.String()
 	return fmt.Sprintf(`<?xml version="1.0"?>
 <yandex>
   <logger>

@@ -3,17 +3,24 @@ package chserver_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 
+	"github.com/tripline/tripline/internal/chserver"
 	"github.com/tripline/tripline/internal/chtest"
 )
 
-// The server starts, answers, stops, restarts on the same ports with its
-// data intact, and leaves no process behind.
+// The server starts (from a data directory whose name would break XML),
+// answers, stops, restarts on the same ports with its data intact, and
+// leaves no process behind.
 func TestStartStopRestart(t *testing.T) {
-	s := chtest.StartOwn(t)
 	ctx := context.Background()
+	s, err := chserver.Start(ctx, chserver.Options{Dir: filepath.Join(t.TempDir(), "a&b<c")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
 	conn := chtest.Open(t, s.Addr(), "default")
 	if err := conn.Exec(ctx, "CREATE TABLE kept (x UInt8) ENGINE = MergeTree ORDER BY x"); err != nil {
 		t.Fatal(err)
