@@ -1,15 +1,14 @@
 package bench
 
 import (
-	"github.com/tripline/tripline/internal/textfmt"
-
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/tripline/tripline/internal/textfmt"
 )
 
 // WriteJSON writes the report as one indented JSON object.
@@ -74,7 +73,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		rows = append(rows, row)
 	}
-	writeRows(&b, rows, map[int]bool{1: true, 2: true, 4: true, 5: true})
+	right := map[int]bool{1: true, 2: true, 4: true, 5: true}
+	textfmt.Align(&b, rows, func(i int) bool { return right[i] })
 
 	targets, met := 0, 0
 	var missed, skipped []string
@@ -277,32 +277,6 @@ func mark(ok bool) string {
 		return "✓"
 	}
 	return "✗"
-}
-
-// writeRows writes rows as aligned columns; right aligns the given ones.
-func writeRows(b *strings.Builder, rows [][]string, right map[int]bool) {
-	widths := make([]int, len(rows[0]))
-	for _, row := range rows {
-		for i, c := range row {
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
-	for _, row := range rows {
-		var line strings.Builder
-		for i, c := range row {
-			if i > 0 {
-				line.WriteString("  ")
-			}
-			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c))
-			if right[i] {
-				line.WriteString(pad + c)
-			} else {
-				line.WriteString(c + pad)
-			}
-		}
-		b.WriteString(strings.TrimRight(line.String(), " "))
-		b.WriteString("\n")
-	}
 }
 
 // fmtVal formats a value of unit for the table.

@@ -207,30 +207,7 @@ func writeAligned(b *strings.Builder, t Table) {
 		}
 		cells = append(cells, out)
 	}
-	widths := make([]int, len(t.Columns))
-	for _, row := range cells {
-		for i, c := range row {
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
-	for _, row := range cells {
-		var line strings.Builder
-		for i, c := range row {
-			if i > 0 {
-				line.WriteString("  ")
-			}
-			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c))
-			switch {
-			case t.Columns[i].Numeric:
-				line.WriteString(pad + c)
-			case i < len(row)-1:
-				line.WriteString(c + pad)
-			default:
-				line.WriteString(c)
-			}
-		}
-		b.WriteString(strings.TrimRight(line.String(), " ") + "\n")
-	}
+	textfmt.Align(b, cells, func(i int) bool { return t.Columns[i].Numeric })
 }
 
 // TermSafe escapes what a terminal would interpret in s: C0 and C1

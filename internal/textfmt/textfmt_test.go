@@ -1,6 +1,7 @@
 package textfmt
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -23,4 +24,13 @@ func TestOrDashAndTime(t *testing.T) {
 	if got := Time(time.Date(2026, 11, 28, 12, 0, 0, 0, time.FixedZone("x", 3600))); got != "2026-11-28T11:00:00Z" {
 		t.Fatal(got)
 	}
+}
+
+func TestAlign(t *testing.T) {
+	var b strings.Builder
+	Align(&b, [][]string{{"NAME", "N", "NOTE"}, {"é", "1,234", ""}, {"long name", "5", "x"}}, func(i int) bool { return i == 1 })
+	want := "NAME           N  NOTE\n" +
+		"é          1,234\n" +
+		"long name      5  x\n"
+	require.Equal(t, want, b.String())
 }
