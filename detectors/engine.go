@@ -8,6 +8,7 @@ package detectors
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,6 +66,9 @@ type RuleStats struct {
 	Excepted   int64
 	Errors     int64
 	Groups     int64 // distinct groups that fired at least once
+	// ExceptionHits counts, per exception of the rule (in file order), the
+	// firings it held back; nil until one does.
+	ExceptionHits []int64
 }
 
 // Engine evaluates a rule set over events. It is not safe for concurrent
@@ -262,7 +266,9 @@ func (e *Engine) Stats() Stats {
 // RuleStats returns one rule's counters.
 func (e *Engine) RuleStats(id string) RuleStats {
 	if r := e.set.Rule(id); r != nil {
-		return e.ruleStats[r.Index]
+		s := e.ruleStats[r.Index]
+		s.ExceptionHits = slices.Clone(s.ExceptionHits)
+		return s
 	}
 	return RuleStats{}
 }
@@ -395,10 +401,14 @@ func (e *Engine) eval(r *rules.CompiledRule, ev *pipeline.Event, t int64, out []
 	if !fired {
 		return out
 	}
-	for _, x := range r.Exceptions {
+	for i, x := range r.Exceptions {
 		if t < x.Expires.UnixMilli() && e.pred(x.Match) {
 			e.stats.Excepted++
 			rs.Excepted++
+			if rs.ExceptionHits == nil {
+				rs.ExceptionHits = make([]int64, len(r.Exceptions))
+			}
+			rs.ExceptionHits[i]++
 			return out
 		}
 	}

@@ -185,12 +185,13 @@ func TestCooldownSuppressedCount(t *testing.T) {
 }
 
 func TestExceptionsExpire(t *testing.T) {
-	set := compile(t, rule(`count(1m) >= 1`, `exceptions: [{match: 'agent == "spiffe://acme.dev/a"', expires: 2026-01-01T00:10:00Z, comment: "batch run approved, SOC-1"}]`))
+	set := compile(t, rule(`count(1m) >= 1`, `exceptions: [{match: 'tool == "git.push"', expires: 2027-01-01T00:00:00Z, comment: "release bot"}, {match: 'agent == "spiffe://acme.dev/a"', expires: 2026-01-01T00:10:00Z, comment: "batch run approved, SOC-1"}]`))
 	e := NewEngine(set, Options{})
-	ds := run(e, ev("1", 0), ev("2", 11*time.Minute))
+	ds := run(e, ev("1", 0), ev("1b", time.Minute), ev("2", 11*time.Minute))
 	require.Equal(t, []time.Duration{11 * time.Minute}, firedAt(ds))
-	require.EqualValues(t, 1, e.Stats().Excepted)
-	require.EqualValues(t, 1, e.RuleStats("r").Excepted)
+	require.EqualValues(t, 2, e.Stats().Excepted)
+	require.EqualValues(t, 2, e.RuleStats("r").Excepted)
+	require.Equal(t, []int64{0, 2}, e.RuleStats("r").ExceptionHits, "each exception counts what it held back")
 }
 
 func TestOverrides(t *testing.T) {

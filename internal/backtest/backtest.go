@@ -137,6 +137,16 @@ type RuleSummary struct {
 	Excepted   int64  `json:"excepted"`   // firings held back by an exception
 	Errors     int64  `json:"errors"`     // evaluation errors
 	Groups     int64  `json:"groups"`     // distinct groups with a decision
+	// Exceptions lists the rule's exceptions with the firings each held back.
+	Exceptions []ExceptionSummary `json:"exceptions,omitempty"`
+}
+
+// ExceptionSummary is one exception of a rule and what it suppressed.
+type ExceptionSummary struct {
+	Match   string    `json:"match"`
+	Expires time.Time `json:"expires"`
+	Comment string    `json:"comment"`
+	Hits    int64     `json:"hits"` // firings it held back
 }
 
 // Result is the outcome of a backtest.
@@ -261,6 +271,13 @@ func run(ctx context.Context, sets []*rules.Set, src Source, cfg Config) ([]outc
 		for _, r := range sets[i].Rules {
 			rs := ev.eng.RuleStats(r.ID)
 			sum := RuleSummary{Rule: r.ID, Version: r.Version, Mode: r.Mode, Action: r.Action, Suppressed: rs.Suppressed, Excepted: rs.Excepted, Errors: rs.Errors}
+			for j, x := range r.Exceptions {
+				es := ExceptionSummary{Match: x.Match.Src, Expires: x.Expires, Comment: x.Comment}
+				if j < len(rs.ExceptionHits) {
+					es.Hits = rs.ExceptionHits[j]
+				}
+				sum.Exceptions = append(sum.Exceptions, es)
+			}
 			if a := ev.perRule[r.ID]; a != nil {
 				sum.Fired = a.fired
 				sum.Groups = int64(len(a.groups))
