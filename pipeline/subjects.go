@@ -35,6 +35,10 @@ const (
 	RevocationsBucket = "tl_revocations"
 	// OwnersBucket holds partition leases and worker membership.
 	OwnersBucket = "tl_owners"
+	// RulesBucket distributes rule sets to the detector workers: the
+	// active set (each revision one change), proposals under validation
+	// and each worker's status. See internal/detect.
+	RulesBucket = "tl_rules"
 
 	// HeaderError carries the reason an event was dead-lettered.
 	HeaderError = "Tripline-Error"

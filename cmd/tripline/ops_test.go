@@ -211,7 +211,8 @@ func TestNATSInitIsIdempotent(t *testing.T) {
 		"stream  TL_REVOCATIONS  tl.revocations.>      file            1         0\n"+
 		"stream  TL_ACKS         tl.acks.>             file            1         0\n"+
 		"bucket  tl_revocations  $KV.tl_revocations.>  file            1         0\n"+
-		"bucket  tl_owners       $KV.tl_owners.>       file            1         0\n", first)
+		"bucket  tl_owners       $KV.tl_owners.>       file            1         0\n"+
+		"bucket  tl_rules        $KV.tl_rules.>        file            1         0\n", first)
 
 	// nothing listening
 	code, _, errOut = ops(t, "", "nats", "init", "--nats", "nats://127.0.0.1:1")

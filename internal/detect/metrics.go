@@ -20,6 +20,12 @@ type metrics struct {
 	tooLate       prometheus.Counter
 	tampered      prometheus.Counter
 
+	rulesInfo     *prometheus.GaugeVec
+	rulesRevision prometheus.Gauge
+	rulesCount    prometheus.Gauge
+	reloads       *prometheus.CounterVec
+	held          *prometheus.CounterVec
+
 	timeToEnforce    prometheus.Histogram
 	unapplied        prometheus.Counter
 	unappliedPending prometheus.Gauge
@@ -103,6 +109,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "tripline", Name: "revocations_unapplied_total",
 			Help: "Revocations and holds no enforcer acknowledged in time — page on it.",
 		}),
+		rulesInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "rule_set_info",
+			Help: "The rule set this worker runs: 1 for its hash.",
+		}, []string{"hash"}),
+		rulesRevision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "rule_set_revision",
+			Help: "Revision of the rules bucket's active key this worker runs (0: its configured files).",
+		}),
+		rulesCount: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "rules",
+			Help: "Rules in the set this worker runs.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "rule_set_reloads_total",
+			Help: "Rule sets swapped in (applied) or refused (rejected: a proposal or commit that did not compile).",
+		}, []string{"result"}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tripline", Subsystem: "detect", Name: "firings_held_total",
+			Help: "Rule firings that made no decision, by rule and reason (cooldown, exception).",
+		}, []string{"rule", "reason"}),
 		unappliedPending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "tripline", Name: "revocations_awaiting_ack",
 			Help: "Revocations and holds issued and not yet acknowledged by any enforcer.",
@@ -111,7 +137,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.eventsIn, m.invalid, m.replayed, m.decisions, m.revocations, m.unenforceable,
 			m.guardTrips, m.evalSeconds, m.batchSeconds, m.decideSeconds, m.publishRetry, m.lag, m.owned,
-			m.ruleErrors, m.tooLate, m.tampered, m.timeToEnforce, m.unapplied, m.unappliedPending)
+			m.ruleErrors, m.tooLate, m.tampered, m.timeToEnforce, m.unapplied, m.unappliedPending,
+			m.rulesInfo, m.rulesRevision, m.rulesCount, m.reloads, m.held)
 	}
 	return m
 }

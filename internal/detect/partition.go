@@ -27,6 +27,7 @@ type partition struct {
 	label   string
 	filter  string
 	engine  *detectors.Engine
+	rs      *ruleSet // the rule set engine runs
 	dec     *pipeline.Decoder
 	cons    jetstream.Consumer
 	reqs    chan *nats.Msg
@@ -41,6 +42,7 @@ type partition struct {
 	inflight chan *pending
 	log      zerolog.Logger
 	out      []detectors.Decision
+	held     map[string]detectors.RuleStats // per rule, as last exported
 }
 
 // GlobalPartition is the pseudo-partition whose owner evaluates the rules
@@ -49,16 +51,18 @@ type partition struct {
 const GlobalPartition = -1
 
 func newPartition(w *Worker, n int) *partition {
-	label, filter, set := strconv.Itoa(n), pipeline.EventsSubjectPrefix+"*."+strconv.Itoa(n), w.local
+	label, filter := strconv.Itoa(n), pipeline.EventsSubjectPrefix+"*."+strconv.Itoa(n)
 	if n == GlobalPartition {
-		label, filter, set = "global", pipeline.EventsSubjectPrefix+">", w.global
+		label, filter = "global", pipeline.EventsSubjectPrefix+">"
 	}
+	rs := w.rules.Load()
 	return &partition{
 		w:       w,
 		n:       n,
 		label:   label,
 		filter:  filter,
-		engine:  detectors.NewEngine(set, w.cfg.Engine),
+		engine:  detectors.NewEngine(rs.forPartition(n), w.cfg.Engine),
+		rs:      rs,
 		dec:     pipeline.NewDecoder(w.cfg.Limits),
 		reqs:    make(chan *nats.Msg, 256),
 		decided: map[string]struct{}{},
@@ -141,6 +145,7 @@ func (p *partition) run(ctx context.Context) error {
 	defer lagTick.Stop()
 	batch := make([]jetstream.Msg, 0, p.w.cfg.Batch)
 	for {
+		p.refreshRules()
 		// Fresh-decision requests come first: a proxy is waiting on them.
 		select {
 		case r := <-p.reqs:
@@ -180,6 +185,7 @@ func (p *partition) run(ctx context.Context) error {
 		case r := <-p.reqs:
 			p.handleDecide(ctx, r)
 		case <-lagTick.C:
+			p.exportHeld()
 			if info, err := p.cons.Info(ctx); err == nil {
 				p.w.m.lag.WithLabelValues(p.label).Set(float64(info.NumPending + uint64(info.NumAckPending)))
 				for seq := range p.inState {
@@ -190,6 +196,40 @@ func (p *partition) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// exportHeld adds the firings each rule's cooldown and exceptions held back
+// since the last call to tripline_detect_firings_held_total.
+func (p *partition) exportHeld() {
+	if p.held == nil {
+		p.held = map[string]detectors.RuleStats{}
+	}
+	for _, r := range p.engine.Set().Rules {
+		st := p.engine.RuleStats(r.ID)
+		prev := p.held[r.ID]
+		if st.Suppressed < prev.Suppressed || st.Excepted < prev.Excepted {
+			prev = detectors.RuleStats{} // a new version of the rule started over
+		}
+		if d := st.Suppressed - prev.Suppressed; d > 0 {
+			p.w.m.held.WithLabelValues(r.ID, "cooldown").Add(float64(d))
+		}
+		if d := st.Excepted - prev.Excepted; d > 0 {
+			p.w.m.held.WithLabelValues(r.ID, "exception").Add(float64(d))
+		}
+		p.held[r.ID] = st
+	}
+}
+
+// refreshRules switches to the worker's current rule set, between two
+// batches, keeping the state of what did not change.
+func (p *partition) refreshRules() {
+	cur := p.w.rules.Load()
+	if cur == p.rs {
+		return
+	}
+	p.engine = detectors.NewEngineFrom(cur.forPartition(p.n), p.w.cfg.Engine, p.engine)
+	p.rs = cur
+	p.log.Debug().Uint64("revision", cur.rev).Str("hash", cur.set.Hash).Msg("partition runs the new rule set")
 }
 
 // replay rebuilds the engine's windows from the stream before it acts.
@@ -218,7 +258,7 @@ func (p *partition) replay(ctx context.Context) error {
 	if m, err := st.GetMsg(ctx, ref); err == nil {
 		at = m.Time
 	}
-	start := at.Add(-(p.w.cfg.Rules.MaxWindow() + p.w.cfg.Engine.Lateness + time.Minute))
+	start := at.Add(-(p.rs.set.MaxWindow() + p.w.cfg.Engine.Lateness + time.Minute))
 	oc, err := p.w.js.OrderedConsumer(ctx, pipeline.EventsStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{p.filter},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,

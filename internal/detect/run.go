@@ -25,6 +25,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := w.syncRules(ctx); err != nil {
+		return err
+	}
+	rulesDone := make(chan struct{})
+	go func() {
+		defer close(rulesDone)
+		w.watchRules(ctx)
+	}()
+	defer func() { <-rulesDone }()
 	ttl := w.cfg.Topology.LeaseTTL
 	tick := time.NewTicker(ttl / 3)
 	defer tick.Stop()
@@ -68,7 +77,7 @@ func (w *Worker) balance(ctx context.Context, kv jetstream.KeyValue, parts map[i
 		return err
 	}
 	want := map[int]bool{}
-	for _, p := range assign(id, live, w.cfg.Topology.Partitions, w.global != nil) {
+	for _, p := range assign(id, live, w.cfg.Topology.Partitions, w.rules.Load().hasGlobal()) {
 		want[p] = true
 	}
 	// renew, and drop what failed or was lost

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -86,13 +87,13 @@ type Worker struct {
 	log   zerolog.Logger
 	m     *metrics
 	guard *guardRail
-	// local holds the rules whose groups stay within one agent (evaluated
-	// per partition); global the rest (evaluated by the global partition's
-	// owner), or nil when there are none.
-	local, global *rules.Set
+	// rules is the rule set partitions run; swapped by a push (ruleset.go).
+	rules   atomic.Pointer[ruleSet]
+	rulesKV jetstream.KeyValue
 
 	mu         sync.Mutex
 	ruleErrors map[int]int64
+	status     Status // reported in the rules bucket
 }
 
 // New makes a worker. The topology must be provisioned.
@@ -123,12 +124,11 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config) (*Worker, error) {
 		m:          newMetrics(cfg.Registerer),
 		ruleErrors: map[int]int64{},
 	}
-	w.guard = newGuardRail(cfg.RevokeLimit, cfg.Now, w.log, w.m)
-	isLocal := func(r *rules.CompiledRule) bool { return cfg.Rules.Groups[r.Group].PartitionLocal() }
-	w.local = cfg.Rules.Subset(isLocal)
-	if g := cfg.Rules.Subset(func(r *rules.CompiledRule) bool { return !isLocal(r) }); len(g.Rules) > 0 {
-		w.global = g
+	if w.rulesKV, err = RulesBucket(ctx, js); err != nil {
+		return nil, fmt.Errorf("detect: %w", err)
 	}
+	w.guard = newGuardRail(cfg.RevokeLimit, cfg.Now, w.log, w.m)
+	w.install(newRuleSet(cfg.Rules, 0), nil)
 	return w, nil
 }
 

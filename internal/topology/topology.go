@@ -150,6 +150,13 @@ func (c Config) Buckets() []jetstream.KeyValueConfig {
 			Storage:     st,
 			Replicas:    c.Replicas,
 		},
+		{
+			Bucket:      pipeline.RulesBucket,
+			Description: "Rule sets: active (one revision per change), proposed, status.<worker>",
+			History:     64,
+			Storage:     st,
+			Replicas:    c.Replicas,
+		},
 	}
 }
 
