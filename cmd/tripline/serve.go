@@ -161,11 +161,6 @@ func (a *app) serve(ctx context.Context, cfg *config.Config, dev bool) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ruleInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: "tripline", Name: "rule_set_info", Help: "The active rule set (hash) and its size.",
-	}, []string{"hash"})
-	reg.MustRegister(ruleInfo)
-	ruleInfo.WithLabelValues(set.Hash).Set(float64(len(set.Rules)))
 
 	g, ctx := errgroup.WithContext(ctx)
 	var store *history.Store
@@ -186,6 +181,7 @@ func (a *app) serve(ctx context.Context, cfg *config.Config, dev bool) error {
 		})
 		g.Go(func() error { return writer.Run(ctx) })
 		g.Go(func() error { retentionLoop(ctx, store.Schema, log); return nil })
+		g.Go(func() error { return store.Schema.FollowRuleChanges(ctx, js, log) })
 	}
 	if cfg.Has(config.RoleDetect) {
 		w, err := detect.New(ctx, conn.Conn, detect.Config{

@@ -98,6 +98,7 @@ const (
 	TableRevocations = "revocations"
 	TableAcks        = "acks"
 	TableDeadLetters = "dead_letters"
+	TableRuleChanges = "rule_changes"
 	TableMigrations  = "schema_migrations"
 )
 
@@ -297,6 +298,26 @@ ORDER BY (tenant, command_id, enforcer)
 PARTITION BY date
 ORDER BY (tenant, received_ms, stream_seq)
 ` + d.ttl(o.RetentionDays)}
+	}},
+	{7, "rule_changes", func(d Dialect, o SchemaOptions) []string {
+		// The change log of the rule sets pushed to the engine (one row per
+		// revision of the rules bucket's active key), kept forever: it is
+		// small, and it says which rules were in force when.
+		return []string{`CREATE TABLE IF NOT EXISTS rule_changes (
+	revision UInt64,
+	hash String,
+	ts_ms Int64,
+	date Date,
+	` + d.timeCol("ts_ms") + `,
+	author String,
+	comment String,
+	previous String,
+	rules UInt32,
+	diff String,
+	file_names Array(String),
+	file_texts Array(String)
+) ENGINE = ReplacingMergeTree
+ORDER BY (revision, hash)`}
 	}},
 }
 
