@@ -80,6 +80,17 @@ With --out, every decision (of --rules) is written as JSON Lines
 	fl := c.Flags()
 	fl.StringArrayVar(&f.rules, "rules", nil, "rule file or directory (repeatable)")
 	fl.StringArrayVar(&f.against, "against", nil, "rule file or directory to compare --rules with (repeatable)")
+	f.addEventFlags(c)
+	fl.StringVar(&f.out, "out", "", "write every decision of --rules to this file as JSON Lines (.gz: compressed)")
+	fl.BoolVar(&f.json, "json", false, "print the result as one JSON object")
+	_ = c.MarkFlagRequired("rules")
+	return c
+}
+
+// addEventFlags registers the flags that say which events are replayed (a
+// file or the history) and how: shared by backtest and rules diff.
+func (f *backtestFlags) addEventFlags(c *cobra.Command) {
+	fl := c.Flags()
 	fl.StringVar(&f.events, "events", "", "events file: JSON Lines, plain or .gz, or - for stdin")
 	fl.StringVar(&f.since, "since", "", "replay the history of this long back from --to or now: 90m, 24h, 7d")
 	fl.StringVar(&f.from, "from", "", "replay the history from this time, RFC 3339 (e.g. 2026-11-01T00:00:00Z)")
@@ -94,13 +105,9 @@ With --out, every decision (of --rules) is written as JSON Lines
 	fl.StringVar(&f.username, "username", "", "ClickHouse user (default: the server's default user)")
 	fl.StringVar(&f.passwordFile, "password-file", "", "file holding the ClickHouse password")
 	fl.Int64Var(&f.sliceRows, "slice-rows", backtest.DefaultSliceRows, "history events read and sorted at a time; two slices are in memory, a few hundred bytes an event")
-	fl.StringVar(&f.out, "out", "", "write every decision of --rules to this file as JSON Lines (.gz: compressed)")
 	fl.BoolVar(&f.strict, "strict", false, "stop at the first malformed line of --events (exit status 1)")
-	fl.BoolVar(&f.json, "json", false, "print the result as one JSON object")
 	fl.BoolVar(&f.progress, "progress", false, "report progress on stderr even when it is not a terminal")
 	fl.DurationVar(&f.lateness, "lateness", time.Minute, "how late an event may be, behind its group's newest, and still count")
-	_ = c.MarkFlagRequired("rules")
-	return c
 }
 
 // window checks the input flags and returns the history window, or a zero
@@ -167,38 +174,11 @@ func (a *app) backtest(cmd *cobra.Command, f backtestFlags) error {
 		}
 	}
 
-	cfg := backtest.Config{}
-	cfg.Engine.Lateness = f.lateness
-	var src backtest.Source
-	var input string // what is replayed, for messages
-	if f.events != "" {
-		in, size, err := backtest.OpenFile(f.events, a.stdin)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		cfg.Total = size
-		src = backtest.NewFileSource(in, cfg.Limits, f.strict)
-		input = f.events
-	} else {
-		conn, err := history.Connect(config.ClickHouse{Database: f.database, Username: f.username, PasswordFile: f.passwordFile}, f.addr)
-		if err != nil {
-			return usageError(err)
-		}
-		defer conn.Close()
-		hs, err := backtest.NewHistorySource(cmd.Context(), conn, backtest.HistoryQuery{
-			Database: f.database, From: from, To: to, Tenant: f.tenant, SliceRows: f.sliceRows,
-		})
-		if err != nil {
-			return fmt.Errorf("%w (ClickHouse at %s)", err, f.addr)
-		}
-		defer hs.Close()
-		src = hs
-		input = fmt.Sprintf("history at %s", f.addr)
+	src, cfg, input, closeSrc, err := a.openEvents(cmd, &f, from, to)
+	if err != nil {
+		return err
 	}
-	if f.progress || a.tty {
-		cfg.Progress = progressPrinter(a.stderr, a.tty)
-	}
+	defer closeSrc()
 	var out *decisionFile
 	if f.out != "" {
 		if out, err = createDecisionFile(f.out); err != nil {
@@ -218,15 +198,7 @@ func (a *app) backtest(cmd *cobra.Command, f backtestFlags) error {
 	} else {
 		comparison, err = backtest.Compare(cmd.Context(), set, old, src, cfg)
 	}
-	var me *backtest.MalformedError
-	if errors.As(err, &me) {
-		fmt.Fprintf(a.stderr, "%s: %v\n", f.events, me)
-		return findings()
-	}
-	if err != nil {
-		if f.events == "" {
-			return fmt.Errorf("%w (ClickHouse at %s, database %s)", err, f.addr, f.database)
-		}
+	if err := a.replayError(&f, err); err != nil {
 		return err
 	}
 	if out != nil {
@@ -246,6 +218,60 @@ func (a *app) backtest(cmd *cobra.Command, f backtestFlags) error {
 	}
 	writeTable(a.stdout, res, f.tenant)
 	return nil
+}
+
+// openEvents opens the events f replays: the --events file, or the
+// history between from and to. cfg is the backtest configuration that goes
+// with them (lateness, input size, progress); closeSrc releases them.
+func (a *app) openEvents(cmd *cobra.Command, f *backtestFlags, from, to time.Time) (src backtest.Source, cfg backtest.Config, input string, closeSrc func(), err error) {
+	cfg.Engine.Lateness = f.lateness
+	if f.events != "" {
+		in, size, err := backtest.OpenFile(f.events, a.stdin)
+		if err != nil {
+			return nil, cfg, "", nil, err
+		}
+		cfg.Total = size
+		src = backtest.NewFileSource(in, cfg.Limits, f.strict)
+		input = f.events
+		closeSrc = func() { in.Close() }
+	} else {
+		conn, err := history.Connect(config.ClickHouse{Database: f.database, Username: f.username, PasswordFile: f.passwordFile}, f.addr)
+		if err != nil {
+			return nil, cfg, "", nil, usageError(err)
+		}
+		hs, err := backtest.NewHistorySource(cmd.Context(), conn, backtest.HistoryQuery{
+			Database: f.database, From: from, To: to, Tenant: f.tenant, SliceRows: f.sliceRows,
+		})
+		if err != nil {
+			conn.Close()
+			return nil, cfg, "", nil, fmt.Errorf("%w (ClickHouse at %s)", err, f.addr)
+		}
+		src = hs
+		input = fmt.Sprintf("history at %s", f.addr)
+		closeSrc = func() {
+			hs.Close()
+			conn.Close()
+		}
+	}
+	if f.progress || a.tty {
+		cfg.Progress = progressPrinter(a.stderr, a.tty)
+	}
+	return src, cfg, input, closeSrc, nil
+}
+
+// replayError reports the error a replay of f's events ended with: a
+// malformed line in strict mode is a finding (exit code 1), a history
+// error says which server it came from.
+func (a *app) replayError(f *backtestFlags, err error) error {
+	var me *backtest.MalformedError
+	if errors.As(err, &me) {
+		fmt.Fprintf(a.stderr, "%s: %v\n", f.events, me)
+		return findings()
+	}
+	if err != nil && f.events == "" {
+		return fmt.Errorf("%w (ClickHouse at %s, database %s)", err, f.addr, f.database)
+	}
+	return err
 }
 
 // decisionFile is the --out file, compressed when its name ends in .gz.
@@ -351,13 +377,34 @@ func table(w io.Writer, rows [][]string, num int) {
 
 // writeTable prints the per-rule table and the totals.
 func writeTable(w io.Writer, res *backtest.Result, tenant string) {
-	rows := [][]string{{"RULE", "MODE", "ACTION", "FIRED", "SUPPRESSED", "GROUPS"}}
+	rows := [][]string{{"RULE", "MODE", "ACTION", "FIRED", "SUPPRESSED", "EXCEPTED", "GROUPS"}}
 	for _, r := range res.Rules {
-		rows = append(rows, []string{r.Rule, r.Mode, r.Action, group(r.Fired), group(r.Suppressed), group(r.Groups)})
+		rows = append(rows, []string{r.Rule, r.Mode, r.Action, group(r.Fired), group(r.Suppressed), group(r.Excepted), group(r.Groups)})
 	}
 	table(w, rows, 3)
 	fmt.Fprintln(w)
+	writeExceptions(w, res.Rules)
 	writeTotals(w, res, group(res.Decisions), tenant)
+}
+
+// writeExceptions lists each rule exception with the firings it held back:
+// an exception that holds back nothing may be stale, one that holds back
+// thousands may hide an attack.
+func writeExceptions(w io.Writer, rs []backtest.RuleSummary) {
+	n := 0
+	for _, r := range rs {
+		for _, x := range r.Exceptions {
+			if n == 0 {
+				fmt.Fprintln(w, "exceptions:")
+			}
+			n++
+			fmt.Fprintf(w, "  %s  %s firings held back by %q (expires %s): %s\n",
+				r.Rule, group(x.Hits), x.Match, x.Expires.Format("2006-01-02"), x.Comment)
+		}
+	}
+	if n > 0 {
+		fmt.Fprintln(w)
+	}
 }
 
 // writeTotals prints the line of totals, the window read from the history
@@ -392,18 +439,29 @@ func writeTotals(w io.Writer, res *backtest.Result, decisions, tenant string) {
 // maxAgentRows is how many agents the comparison table shows.
 const maxAgentRows = 20
 
+// setNames are what a comparison's text calls the new and the old rule set.
+type setNames struct{ new, old string }
+
+// backtestSets are the sets of rules backtest --against.
+var backtestSets = setNames{new: "--rules", old: "--against"}
+
 // writeComparison prints what fired with each rule set: per rule, per
 // agent, then sample groups that fired with one set only.
 func writeComparison(w io.Writer, c *backtest.Comparison, tenant string) {
+	writeComparisonOf(w, c, tenant, backtestSets)
+}
+
+// writeComparisonOf is writeComparison calling the sets by names.
+func writeComparisonOf(w io.Writer, c *backtest.Comparison, tenant string, names setNames) {
 	rows := [][]string{{"RULE", "CHANGE", "NEW", "OLD", "ONLY NEW", "ONLY OLD", "BOTH"}}
 	for _, d := range c.Rules {
 		rows = append(rows, []string{d.Rule, d.Change, group(d.NewDecisions), group(d.OldDecisions), group(d.OnlyNew), group(d.OnlyOld), group(d.Both)})
 	}
 	table(w, rows, 2)
-	fmt.Fprint(w, `
-NEW and OLD count decisions with --rules and with --against. ONLY NEW,
+	fmt.Fprintf(w, `
+NEW and OLD count decisions with %s and with %s. ONLY NEW,
 ONLY OLD and BOTH count the groups a rule fired for with one set or both.
-`)
+`, names.new, names.old)
 	if len(c.Agents) > 0 {
 		fmt.Fprintln(w)
 		rows = [][]string{{"AGENT", "NEW", "OLD", "ONLY NEW", "ONLY OLD", "BOTH"}}
@@ -417,8 +475,8 @@ ONLY OLD and BOTH count the groups a rule fired for with one set or both.
 	}
 	same := true
 	for _, d := range c.Rules {
-		writeSamples(w, d.Rule, "--rules", d.OnlyNew, d.OnlyNewSamples)
-		writeSamples(w, d.Rule, "--against", d.OnlyOld, d.OnlyOldSamples)
+		writeSamples(w, d.Rule, names.new, d.OnlyNew, d.OnlyNewSamples)
+		writeSamples(w, d.Rule, names.old, d.OnlyOld, d.OnlyOldSamples)
 		same = same && !d.Differs()
 	}
 	if same {
@@ -522,14 +580,18 @@ type jsonComparison struct {
 	Agents []backtest.AgentDiff `json:"agents"`
 }
 
-func writeComparisonJSON(w io.Writer, newSet, oldSet *rules.Set, c *backtest.Comparison, tenant string) error {
+func newJSONComparison(newSet, oldSet *rules.Set, c *backtest.Comparison, tenant string) jsonComparison {
 	out := jsonComparison{New: newJSONResult(newSet, c.New, tenant), Old: newJSONResult(oldSet, c.Old, tenant), Rules: c.Rules, Agents: c.Agents}
 	if out.Agents == nil {
 		out.Agents = []backtest.AgentDiff{}
 	}
+	return out
+}
+
+func writeComparisonJSON(w io.Writer, newSet, oldSet *rules.Set, c *backtest.Comparison, tenant string) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return enc.Encode(newJSONComparison(newSet, oldSet, c, tenant))
 }
 
 // group writes n with thousands separators: 1234567 → 1,234,567.

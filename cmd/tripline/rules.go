@@ -13,7 +13,7 @@ import (
 func newRulesCmd(a *app) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "rules",
-		Short: "Lint, test and backtest rule files",
+		Short: "Lint, test, backtest and push rule files",
 		Long: `Work with rule files: YAML files of rules whose conditions are expr
 expressions over the event and windowed aggregates, with tests next to them.
 
@@ -25,7 +25,8 @@ A path is a rule file or a directory, searched recursively for *.yaml and
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	c.AddCommand(newLintCmd(a), newTestCmd(a), newBacktestCmd(a))
+	c.AddCommand(newLintCmd(a), newTestCmd(a), newBacktestCmd(a), newScoreCmd(a), newRulesDiffCmd(a))
+	c.AddCommand(newRulesPushCmd(a), newRulesStatusCmd(a), newRulesLogCmd(a), newRulesRollbackCmd(a))
 	return c
 }
 

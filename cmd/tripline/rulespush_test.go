@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tripline/tripline/internal/syncbuf"
+)
+
+const pushRuleV1 = `rules:
+  - id: many-denied
+    description: denied calls
+    condition: count(5m, outcome == "denied") >= params.max
+    params: {max: 5}
+    tests:
+      - name: five denials
+        defaults: {tenant: acme, agent: "spiffe://acme.dev/a", session: s-1, tool: iam.get, action: read, outcome: denied}
+        events: [{at: 0s, repeat: 5, every: 10s}]
+        expect: [{at: 40s}]
+      - name: four denials
+        defaults: {tenant: acme, agent: "spiffe://acme.dev/a", session: s-1, tool: iam.get, action: read, outcome: denied}
+        events: [{at: 0s, repeat: 4, every: 10s}]
+        expect: []
+`
+
+// TestRulesPushStatusLogRollback drives the rule-set commands against a
+// running engine (tripline dev): push, a changed push with its diff, the
+// log with who/when/why/what, a rollback, and a push refused because its
+// tests fail.
+func TestRulesPushStatusLogRollback(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var devErr syncbuf.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- opsRun(ctx, []string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0", "--no-history"},
+			env{stdin: strings.NewReader(""), stdout: &syncbuf.Buffer{}, stderr: &devErr})
+	}()
+	defer func() {
+		cancel()
+		select {
+		case code := <-done:
+			require.Equal(t, 0, code, devErr.String())
+		case <-time.After(20 * time.Second):
+			t.Error("dev did not stop")
+		}
+	}()
+	urlRE := regexp.MustCompile(`NATS\s+(nats://\S+)`)
+	require.Eventually(t, func() bool { return urlRE.MatchString(devErr.String()) }, 20*time.Second, 20*time.Millisecond)
+	url := urlRE.FindStringSubmatch(devErr.String())[1]
+
+	var out, errOut string
+	var code int
+	require.Eventually(t, func() bool {
+		code, out, errOut = ops(t, "", "rules", "status", "--nats", url)
+		return code == 0 && strings.Contains(out, "\ndev")
+	}, 10*time.Second, 50*time.Millisecond, "the dev worker reports: %s %s", out, errOut)
+	require.Contains(t, out, "active: none pushed")
+
+	rulesDir := filepath.Join(dir, "rules")
+	require.NoError(t, os.MkdirAll(rulesDir, 0o755))
+	file := filepath.Join(rulesDir, "denied.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(pushRuleV1), 0o644))
+
+	code, _, errOut = ops(t, "", "rules", "push", rulesDir, "--nats", url, "--as", "alice")
+	require.Equal(t, 2, code, "a push needs a comment")
+	require.Contains(t, errOut, "--comment is required")
+
+	code, out, errOut = ops(t, "", "rules", "push", rulesDir, "--nats", url, "--as", "alice", "-m", "denied calls only")
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `revision \d+: set [0-9a-f]+ runs on 1 worker`, out)
+	require.Contains(t, errOut, "waiting for 1 worker(s) to validate it")
+
+	v2 := strings.Replace(pushRuleV1, "params: {max: 5}", "params: {max: 4}", 1)
+	v2 = strings.Replace(v2, "expect: [{at: 40s}]", "expect: [{at: 30s}]", 1)
+	v2 = strings.Replace(v2, "events: [{at: 0s, repeat: 4, every: 10s}]", "events: [{at: 0s, repeat: 3, every: 10s}]", 1)
+	require.NoError(t, os.WriteFile(file, []byte(v2), 0o644))
+	code, out, errOut = ops(t, "", "rules", "push", rulesDir, "--nats", url, "--as", "bob", "-m", "four is enough (SOC-7)")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "many-denied")
+	require.Contains(t, out, "params.max 5 → 4")
+
+	code, out, errOut = ops(t, "", "rules", "push", rulesDir, "--nats", url, "--as", "bob", "-m", "again")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "no change")
+
+	code, out, errOut = ops(t, "", "rules", "log", "--diff", "--nats", url)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "alice")
+	require.Contains(t, out, "denied calls only")
+	require.Contains(t, out, "bob")
+	require.Contains(t, out, "four is enough (SOC-7)")
+	require.Contains(t, out, "params.max 5 → 4")
+
+	code, out, errOut = ops(t, "", "rules", "rollback", "--nats", url, "--as", "carol", "-m", "too noisy")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "params.max 4 → 5")
+	code, out, _ = ops(t, "", "rules", "status", "--nats", url)
+	require.Equal(t, 0, code)
+	require.Regexp(t, `active: revision \d+, set [0-9a-f]+, by carol at .*: rollback to revision \d+: too noisy`, out)
+
+	// a failing test refuses the push before anything is proposed
+	broken := strings.Replace(pushRuleV1, "expect: [{at: 40s}]", "expect: [{at: 41s}]", 1)
+	require.NoError(t, os.WriteFile(file, []byte(broken), 0o644))
+	code, _, errOut = ops(t, "", "rules", "push", rulesDir, "--nats", url, "--as", "dave", "-m", "oops")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "rule tests fail")
+	code, out, _ = ops(t, "", "rules", "log", "--nats", url)
+	require.Equal(t, 0, code)
+	require.NotContains(t, out, "dave")
+	require.Equal(t, 4, strings.Count(out, "\n"), "header and three revisions:\n%s", out)
+}
