@@ -131,6 +131,18 @@ func TestSeqThreeSteps(t *testing.T) {
 	require.Equal(t, []time.Duration{4 * time.Second}, firedAt(ds))
 }
 
+// first_seen and distinct over domain(destination) count hosts: a new
+// address at a known host is not new.
+func TestFirstSeenDomain(t *testing.T) {
+	set := compile(t, rule(`first_seen(domain(destination)) || distinct(domain(destination), 1h) > 2`))
+	dst := func(d string) func(*pipeline.Event) { return func(e *pipeline.Event) { e.Destination = d } }
+	ds := run(NewEngine(set, Options{}), ev("1", 0, dst("bob@corp.example")), ev("2", time.Minute, dst("alice@corp.example")),
+		ev("3", 2*time.Minute, dst("https://CORP.example:443/upload")), ev("4", 3*time.Minute, dst("https://drop.example/x")),
+		ev("5", 4*time.Minute, dst("carol@corp.example")), ev("6", 5*time.Minute, dst("x@third.example")), ev("7", 6*time.Minute, dst("bob@corp.example")))
+	require.Equal(t, []time.Duration{0, 3 * time.Minute, 5 * time.Minute, 6 * time.Minute}, firedAt(ds),
+		"new hosts, then three distinct hosts in the hour")
+}
+
 func TestFirstSeenHorizon(t *testing.T) {
 	set := compile(t, rule(`first_seen(destination, 1h)`))
 	dst := func(d string) func(*pipeline.Event) { return func(e *pipeline.Event) { e.Destination = d } }

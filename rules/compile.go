@@ -681,6 +681,17 @@ func (p *patcher) duration(n ast.Node) (time.Duration, bool) {
 func (p *patcher) field(n ast.Node, numeric bool) (Field, bool) {
 	name := ""
 	switch v := n.(type) {
+	case *ast.CallNode:
+		// domain(FIELD): the host of a destination-like field, so that
+		// first_seen and distinct count hosts, not addresses or URLs.
+		if id, ok := v.Callee.(*ast.IdentifierNode); ok && id.Value == "domain" && len(v.Arguments) == 1 && !numeric {
+			inner, ok := p.field(v.Arguments[0], false)
+			if !ok {
+				return inner, false
+			}
+			get := inner.Str
+			return Field{Name: "domain(" + inner.Name + ")", Str: func(e *pipeline.Event) string { return Domain(get(e)) }}, true
+		}
 	case *ast.IdentifierNode:
 		name = v.Value
 	case *ast.MemberNode:
@@ -692,7 +703,7 @@ func (p *patcher) field(n ast.Node, numeric bool) (Field, bool) {
 	}
 	f, ok := lookupField(name)
 	if !ok {
-		p.errorf(n, "want an event field name (tool, resource, destination, attrs.NAME, …)")
+		p.errorf(n, "want an event field name (tool, resource, destination, attrs.NAME, domain(destination), …)")
 		return f, false
 	}
 	if numeric && f.Num == nil {
