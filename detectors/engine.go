@@ -156,7 +156,7 @@ func NewEngine(set *rules.Set, opt Options) *Engine {
 		}
 		k := getKind(a.Group)
 		win := a.Window.Milliseconds()
-		ref := aggRef{spec: a, win: win}
+		ref := aggRef{spec: a, win: win, kind: kindOf[a.Group]}
 		nb := int64(opt.Buckets)
 		ref.rs = ringSpec{width: max(win/nb, 1), n: nb}
 		longLived := false
@@ -381,7 +381,13 @@ func (e *Engine) eval(r *rules.CompiledRule, ev *pipeline.Event, t int64, out []
 	}
 	c := v.Cond
 	for i, sl := range c.Slots {
-		x := e.slotValue(sl, g, t)
+		// An aggregate reads the current event's group of its own key: the
+		// rule's, or a by() group. An event without that group (a key field
+		// empty, or too late for it) reads 0.
+		x := 0.0
+		if ag := e.cur[e.refs[sl.Agg].kind]; ag != nil {
+			x = e.slotValue(sl, ag, t)
+		}
 		e.aggs[i] = x
 		e.fl[i] = x != 0
 	}
@@ -495,8 +501,8 @@ func (e *Engine) decision(r *rules.CompiledRule, c *rules.Condition, g *group, e
 			val.Op, val.Threshold = x.Op, &th
 		}
 		d.Values = append(d.Values, val)
-		if sl := c.Slots[x.Slot]; sl.Out == rules.OutFlag && e.refs[sl.Agg].spec.Kind == rules.AggSeq {
-			s := &g.seqs[e.refs[sl.Agg].local]
+		if sl := c.Slots[x.Slot]; sl.Out == rules.OutFlag && e.refs[sl.Agg].spec.Kind == rules.AggSeq && e.cur[e.refs[sl.Agg].kind] != nil {
+			s := &e.cur[e.refs[sl.Agg].kind].seqs[e.refs[sl.Agg].local]
 			for _, id := range s.ids {
 				if len(id) > 0 && string(id) != ev.ID {
 					d.Evidence = appendUnique(d.Evidence, string(id))

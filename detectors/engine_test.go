@@ -2,6 +2,7 @@ package detectors
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -277,4 +278,147 @@ func TestEventsBefore2000AreOutOfRange(t *testing.T) {
 	}
 	require.EqualValues(t, 3, e.Stats().OutOfRange)
 	require.Zero(t, e.Stats().Groups)
+}
+
+// A rule grouped by agent reads a session-level sum through by(): it fires
+// for the session that read a lot, not for another session of the same
+// agent, while first_seen stays per agent.
+func TestByReadsTheAggregatesGroup(t *testing.T) {
+	set := compile(t, `rules:
+  - id: exfil
+    description: a send to a destination new to the agent after the session read many sensitive records
+    group: [agent]
+    match: action == "send"
+    condition: first_seen(domain(destination)) && by(session, sum(records, 1h, action == "read" && sensitivity in ["confidential","restricted"])) >= 20
+    cooldown: 0s
+`)
+	e := NewEngine(set, Options{})
+	read := func(session string, n int64) func(*pipeline.Event) {
+		return func(e *pipeline.Event) { e.Session, e.Records, e.Sensitivity = session, n, "confidential" }
+	}
+	send := func(session, dst string) func(*pipeline.Event) {
+		return func(e *pipeline.Event) {
+			e.Session, e.Action, e.Tool, e.Destination = session, "send", "http.post", dst
+		}
+	}
+	ds := run(e,
+		ev("r1", 0, read("s1", 15)), ev("r2", time.Minute, read("s1", 10)), // s1: 25 records
+		ev("r3", 2*time.Minute, read("s2", 5)),                        // s2: 5 records, same agent
+		ev("x2", 3*time.Minute, send("s2", "https://drop.example/a")), // new to the agent, but s2 read little
+		ev("x1", 4*time.Minute, send("s1", "https://drop.example/b")), // s1 read a lot, but the agent has sent there
+		ev("y1", 5*time.Minute, send("s1", "mallory@other.example")),  // new and s1: fires
+		ev("z0", 6*time.Minute, send("", "https://third.example")),    // no session: the by() sum reads 0
+	)
+	require.Len(t, ds, 1)
+	d := ds[0]
+	require.Equal(t, "y1", d.EventID)
+	require.Equal(t, "tenant=acme,agent=spiffe://acme.dev/a", d.Group, "the decision is the rule's group")
+	require.Equal(t, "s1", d.Subject.Session)
+	require.Len(t, d.Values, 2)
+	require.Equal(t, "first_seen(domain(destination))", d.Values[0].Name)
+	require.Equal(t, `by(session, sum(records, 1h, action == "read" && sensitivity in ["confidential","restricted"]))`, d.Values[1].Name)
+	require.Equal(t, 25.0, d.Values[1].Value)
+	require.Equal(t, ">=", d.Values[1].Op)
+	require.Equal(t, 20.0, *d.Values[1].Threshold)
+	require.Zero(t, e.Stats().MissingGroup, "a missing by() group is not a missing rule group")
+}
+
+// When the event lacks a field of the by() group, the aggregate reads 0
+// and a flag reads false, whatever the previous event left behind.
+func TestByMissingGroupReadsZero(t *testing.T) {
+	set := compile(t, `rules:
+  - id: zero
+    description: count of the session reads 0 without a session
+    group: [agent]
+    condition: by(session, count(1h)) == 0
+    cooldown: 0s
+  - id: flag
+    description: a tool new to the task
+    group: [agent]
+    condition: by(task, first_seen(tool))
+    cooldown: 0s
+`)
+	e := NewEngine(set, Options{})
+	ds := run(e,
+		ev("1", 0, func(e *pipeline.Event) { e.Task = "t1" }),                         // flag: new in t1
+		ev("2", time.Second, func(e *pipeline.Event) { e.Session, e.Tool = "", "x" }), // zero: no session; flag: no task
+		ev("3", 2*time.Second, func(e *pipeline.Event) { e.Task = "t1" }),             // seen in t1
+		ev("4", 3*time.Second, func(e *pipeline.Event) { e.Task = "t2" }),             // new in t2
+	)
+	var got []string
+	for _, d := range ds {
+		got = append(got, d.Rule+"@"+d.EventID)
+	}
+	require.Equal(t, []string{"flag@1", "zero@2", "flag@4"}, got)
+}
+
+// by(session, baseline(…)) keeps the baseline per session, and an
+// aggregate by() of the rule's own group is the rule's aggregate.
+func TestByBaselinePerSession(t *testing.T) {
+	set := compile(t, `rules:
+  - id: burst
+    description: a session far above its own rate
+    group: [agent]
+    condition: by(session, history(count(1m))) >= 5 && by(session, zscore(count(1m))) > 4 && by(agent, count(1m)) == count(1m)
+    cooldown: 0s
+`)
+	require.Len(t, set.Aggs, 3, "count and its baseline per session (shared by history and zscore), count per agent")
+	e := NewEngine(set, Options{})
+	var evs []*pipeline.Event
+	at := func(s string) func(*pipeline.Event) { return func(e *pipeline.Event) { e.Session = s } }
+	// ten minutes at 10 calls a minute in s1, 30 a minute in s2
+	for i := range 100 {
+		evs = append(evs, ev(fmt.Sprint("a", i), time.Duration(i)*6*time.Second, at("s1")))
+	}
+	for i := range 300 {
+		evs = append(evs, ev(fmt.Sprint("b", i), time.Duration(i)*2*time.Second, at("s2")))
+	}
+	slices.SortStableFunc(evs, func(a, b *pipeline.Event) int { return a.Time.Compare(b.Time) })
+	require.Empty(t, run(e, evs...))
+	// then 60 calls in 30 seconds in s1: the agent's count is no burst for
+	// s2's rate, but s1 bursts against its own baseline
+	evs = evs[:0]
+	for i := range 60 {
+		evs = append(evs, ev(fmt.Sprint("burst", i), 10*time.Minute+time.Duration(i)*500*time.Millisecond, at("s1")))
+	}
+	ds := run(e, evs...)
+	require.NotEmpty(t, ds)
+	require.Equal(t, "s1", ds[0].Subject.Session)
+	var names []string
+	for _, v := range ds[0].Values {
+		names = append(names, v.Name)
+	}
+	require.Equal(t, []string{"by(session, count(1m))", "by(session, history(count(1m)))", "by(session, count(1m))",
+		"by(session, zscore(count(1m)))", "by(agent, count(1m))", "count(1m)"}, names)
+	require.Greater(t, ds[0].Values[3].Value, 4.0)
+	require.Equal(t, ds[0].Values[4].Value, ds[0].Values[5].Value)
+	require.Greater(t, ds[0].Values[4].Value, ds[0].Values[0].Value, "the agent's count holds both sessions")
+}
+
+// Kinds created for by() groups get idle times from their aggregates, and
+// are evicted like any other.
+func TestByKindsIdle(t *testing.T) {
+	set := compile(t, `rules:
+  - id: r
+    description: d
+    group: [agent]
+    condition: by(session, count(1m)) > 100 || by(task, first_seen(tool, 2d)) && count(10m) > 1000
+    cooldown: 0s
+`)
+	e := NewEngine(set, Options{})
+	idle := map[string]time.Duration{}
+	for _, k := range e.kinds {
+		idle[k.key.Name()] = time.Duration(k.idle) * time.Millisecond
+	}
+	require.Equal(t, map[string]time.Duration{
+		"tenant,agent":   11 * time.Minute,
+		"tenant,session": 2 * time.Minute,
+		"tenant,task":    7 * 24 * time.Hour,
+	}, idle)
+	for i := range 10 {
+		e.Process(ev(fmt.Sprint(i), time.Duration(i)*time.Second, func(e *pipeline.Event) { e.Session, e.Task = fmt.Sprint("s", i), "t" }), nil)
+	}
+	require.EqualValues(t, 12, e.Stats().Groups)
+	e.Process(ev("later", time.Hour, func(e *pipeline.Event) { e.Session = "fresh" }), nil)
+	require.EqualValues(t, 3, e.Stats().Groups, "the agent, the new session and the task, which is kept for first_seen")
 }

@@ -1,6 +1,7 @@
 package detectors
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -107,4 +108,96 @@ func replaceOnce(t *testing.T, s, old, new string) string {
 	t.Helper()
 	require.Contains(t, s, old)
 	return strings.Replace(s, old, new, 1)
+}
+
+// by() aggregates are kept for their own group key, so a reload carries them
+// like any other: matched by group name and canonical text, whichever rule
+// reads them and whatever that rule's group is.
+func TestReloadKeepsByAggregates(t *testing.T) {
+	evs := synth(20000, 60)
+	const base = `
+rules:
+  - id: busy-instance
+    description: an agent rule reading its instance's volume
+    group: [agent]
+    condition: by(instance, count(2m)) > 330 && by(instance, distinct(resource, 2m)) > 150
+    cooldown: 20s
+  - id: new-dest-in-task
+    description: a send to a destination new to the task
+    group: [agent]
+    match: action == "send"
+    condition: by(task, first_seen(destination)) && by(task, seq(action == "read", action == "send", 1m))
+    cooldown: 5s
+`
+	changed := base + `
+  - id: instance-volume
+    description: the same aggregate, now read by a rule grouped by instance
+    group: [instance]
+    condition: count(2m) > 330
+    cooldown: 0s
+`
+	changed = replaceOnce(t, changed, "cooldown: 5s", "cooldown: 6s")
+	s1, s2 := compile(t, base), compile(t, changed)
+
+	ref := NewEngine(s1, Options{})
+	refDecs := run(ref, evs...)
+	full := run(NewEngine(s2, Options{}), evs...) // s2 from the start
+
+	half := len(evs) / 2
+	a := NewEngine(s1, Options{})
+	before := run(a, evs[:half]...)
+	b := NewEngineFrom(s2, Options{}, a)
+	after := run(b, evs[half:]...)
+
+	byRule := func(ds []Decision, id string, from int) []string {
+		var out []string
+		for _, d := range ds {
+			if d.Rule == id && d.Time.Compare(evs[from].Time) >= 0 {
+				out = append(out, d.ID+"/"+d.EventID+"/"+valuesText(d))
+			}
+		}
+		return out
+	}
+	want := byRule(refDecs, "busy-instance", 0)
+	require.NotEmpty(t, want)
+	require.NotEmpty(t, byRule(refDecs, "busy-instance", half), "the rule must fire after the reload for the test to mean anything")
+	require.Equal(t, want, byRule(append(before, after...), "busy-instance", 0), "an unchanged by() rule decides as if no reload happened")
+
+	// the changed rule kept its by() state (its cooldown restarts): its
+	// values after the reload are those of an engine that never reloaded
+	values := func(ds []Decision, id string) map[string]string {
+		out := map[string]string{}
+		for _, d := range ds {
+			if d.Rule == id && d.Time.Compare(evs[half].Time) >= 0 {
+				out[d.EventID] = valuesText(d)
+			}
+		}
+		return out
+	}
+	got, ok := values(after, "new-dest-in-task"), values(refDecs, "new-dest-in-task")
+	require.NotEmpty(t, got)
+	compared := 0
+	for id, v := range got {
+		if w, fired := ok[id]; fired {
+			require.Equal(t, w, v, "event %s", id)
+			compared++
+		}
+	}
+	require.Greater(t, compared, len(got)/2)
+	// without the reload's state, first_seen(destination) per task is new again
+	require.Greater(t, len(values(run(NewEngine(s2, Options{}), evs[half:]...), "new-dest-in-task")), len(got))
+	// the new rule reads the by(instance, count(2m)) state built before the
+	// reload: right after it, it fires exactly as if it had been there all along
+	require.NotEmpty(t, byRule(after, "instance-volume", half))
+	require.Equal(t, byRule(full, "instance-volume", half), byRule(after, "instance-volume", half))
+	fresh := run(NewEngine(s2, Options{}), evs[half:]...)
+	require.NotEqual(t, byRule(fresh, "instance-volume", half), byRule(after, "instance-volume", half))
+}
+
+func valuesText(d Decision) string {
+	var b strings.Builder
+	for _, v := range d.Values {
+		fmt.Fprintf(&b, "%s=%g;", v.Name, v.Value)
+	}
+	return b.String()
 }

@@ -35,6 +35,7 @@ type aggRef struct {
 	rs    ringSpec // count, sum, distinct (bucket layout), baseline (inner ring)
 	inner *aggRef  // baseline
 	win   int64    // window or horizon, ms
+	kind  int      // index of its kind in Engine.kinds (its group key)
 }
 
 // group is the state of one group (e.g. one session).

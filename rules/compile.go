@@ -137,9 +137,12 @@ type CompiledException struct {
 // CompiledRule is a rule ready for the engine.
 type CompiledRule struct {
 	*Rule
-	Index      int
-	Version    string
-	Group      int
+	Index   int
+	Version string
+	Group   int
+	// Groups are the group keys the rule reads: its own (Group) first, then
+	// those of its by() aggregates, each once.
+	Groups     []int
 	MatchPred  *Predicate          // nil: every event
 	Actions    []pipeline.Action   // the actions match can accept; nil: any
 	Variants   []Variant           // overrides first, default last
@@ -258,6 +261,7 @@ func (c *compiler) compileRule(r *Rule) {
 	c.validateRule(r)
 	cr := &CompiledRule{Rule: r, Index: len(c.set.Rules), Version: version(r)}
 	cr.Group = c.groupKey(r)
+	cr.Groups = []int{cr.Group}
 	if r.Match != "" {
 		cr.MatchPred = c.predicate(r.Match, c.loc(r, r.Nodes["match"]))
 		if cr.MatchPred != nil {
@@ -307,6 +311,19 @@ func (c *compiler) groupKey(r *Rule) int {
 	}
 	if len(r.Group) == 0 {
 		fields = append(fields, "session")
+	}
+	return c.groupIndex(fields)
+}
+
+// groupIndex returns the index of the group key made of fields (valid group
+// fields), registering it if new. The tenant is added; order and duplicates
+// do not matter.
+func (c *compiler) groupIndex(in []string) int {
+	fields := []string{"tenant"}
+	for _, f := range in {
+		if !slices.Contains(fields, f) {
+			fields = append(fields, f)
+		}
 	}
 	// canonical order
 	sort.SliceStable(fields, func(i, j int) bool {
@@ -456,8 +473,12 @@ func (c *compiler) condition(r *Rule, cr *CompiledRule, params map[string]any) *
 	}
 	l := c.loc(r, r.Nodes["condition"])
 	rw := rewriteDurations(r.Condition)
-	pt := &patcher{c: c, src: r.Condition, rw: rw, loc: l, params: params, group: cr.Group, replaced: map[ast.Node]int{}}
-	prog, err := expr.Compile(rw.out, append(baseOptions(), expr.Patch(pt))...)
+	pt := &patcher{c: c, src: r.Condition, rw: rw, loc: l, params: params, group: cr.Group, replaced: map[ast.Node]int{},
+		bys: map[*ast.CallNode]*byCall{}, byAgg: map[*ast.CallNode]*byCall{}}
+	// byScan runs first, over the whole tree, so that the patcher knows the
+	// group of an aggregate when it meets it (the patcher walks children
+	// before their parents: it sees count() before the by() around it).
+	prog, err := expr.Compile(rw.out, append(baseOptions(), expr.Patch(byScan{pt}), expr.Patch(pt))...)
 	if pt.failed {
 		return nil
 	}
@@ -476,6 +497,9 @@ func (c *compiler) condition(r *Rule, cr *CompiledRule, params map[string]any) *
 	for _, s := range pt.slots {
 		if w := c.set.Aggs[s.Agg].Window; w > cr.Window && c.set.Aggs[s.Agg].Kind != AggFirstSeen {
 			cr.Window = w
+		}
+		if g := c.set.Aggs[s.Agg].Group; !slices.Contains(cr.Groups, g) {
+			cr.Groups = append(cr.Groups, g)
 		}
 	}
 	return &Condition{Program: prog, Native: nativeBool(prog.Node()), Slots: pt.slots, Explain: pt.explain}
@@ -505,7 +529,81 @@ type patcher struct {
 	failed   bool
 	slots    []Slot
 	explain  []Explain
-	replaced map[ast.Node]int // patched node → slot
+	replaced map[ast.Node]int          // patched node → slot
+	bys      map[*ast.CallNode]*byCall // by() calls found by byScan
+	byAgg    map[*ast.CallNode]*byCall // aggregate calls inside a by() → that by()
+}
+
+// byCall is one by(FIELD..., AGG) of a condition.
+type byCall struct {
+	group  int           // index into Set.Groups
+	fields string        // the fields in the order written, e.g. "session" or "task, agent"
+	agg    *ast.CallNode // the aggregate it wraps
+}
+
+// byScan is the pass before the patcher: it validates every by() call and
+// records the group of the aggregates inside it.
+type byScan struct{ p *patcher }
+
+func (s byScan) Visit(node *ast.Node) {
+	n, ok := (*node).(*ast.CallNode)
+	if !ok || !isCall(n, "by") {
+		return
+	}
+	p := s.p
+	args := n.Arguments
+	if len(args) < 2 {
+		p.errorf(n, "by() takes group fields and an aggregate, e.g. by(session, count(5m))")
+		return
+	}
+	var fields []string
+	for _, a := range args[:len(args)-1] {
+		id, ok := a.(*ast.IdentifierNode)
+		if !ok || !slices.Contains(GroupFields, id.Value) {
+			p.errorf(a, "by() groups by %s, not %s", strings.Join(GroupFields, ", "), a.String())
+			return
+		}
+		fields = append(fields, id.Value)
+	}
+	last := args[len(args)-1]
+	agg, ok := last.(*ast.CallNode)
+	if !ok || !isAggCall(agg) {
+		if ok && isCall(agg, "by") {
+			p.errorf(agg, "by() cannot be nested; name all the fields in one by()")
+			return
+		}
+		msg := "by() takes an aggregate as its last argument: count, rate, sum, distinct, seq, first_seen, baseline, stddev, zscore or history"
+		if b, ok := last.(*ast.BinaryNode); ok && strings.ContainsAny(b.Operator, "<>=") {
+			msg += "; compare outside: by(session, count(5m)) > 3"
+		}
+		p.errorf(last, "%s", msg)
+		return
+	}
+	if inner := ast.Find(agg, func(x ast.Node) bool {
+		c, ok := x.(*ast.CallNode)
+		return ok && isCall(c, "by")
+	}); inner != nil {
+		p.errorf(inner, "by() cannot be nested; name all the fields in one by()")
+		return
+	}
+	bc := &byCall{group: p.c.groupIndex(fields), fields: strings.Join(fields, ", "), agg: agg}
+	p.bys[n] = bc
+	ast.Find(agg, func(x ast.Node) bool {
+		if c, ok := x.(*ast.CallNode); ok && isAggCall(c) {
+			p.byAgg[c] = bc
+		}
+		return false
+	})
+}
+
+func isCall(n *ast.CallNode, name string) bool {
+	id, ok := n.Callee.(*ast.IdentifierNode)
+	return ok && id.Value == name
+}
+
+func isAggCall(n *ast.CallNode) bool {
+	id, ok := n.Callee.(*ast.IdentifierNode)
+	return ok && aggFuncs[id.Value] && id.Value != "by"
 }
 
 func (p *patcher) errorf(n ast.Node, format string, args ...any) {
@@ -522,7 +620,7 @@ func (p *patcher) errorf(n ast.Node, format string, args ...any) {
 	p.c.errs = append(p.c.errs, &Error{Pos: p.loc.at(p.src, off), Msg: fmt.Sprintf(format, args...)})
 }
 
-var aggFuncs = map[string]bool{"count": true, "rate": true, "sum": true, "distinct": true, "seq": true, "first_seen": true, "baseline": true, "stddev": true, "zscore": true, "history": true}
+var aggFuncs = map[string]bool{"by": true, "count": true, "rate": true, "sum": true, "distinct": true, "seq": true, "first_seen": true, "baseline": true, "stddev": true, "zscore": true, "history": true}
 
 // aggFuncOptions declares the aggregates so that they parse as calls (count
 // and sum are also expr builtins, which these override).
@@ -567,6 +665,10 @@ func (p *patcher) Visit(node *ast.Node) {
 		}
 		if p.noAggs {
 			p.errorf(n, "%s() is an aggregate; aggregates are allowed only in a rule's condition", id.Value)
+			return
+		}
+		if id.Value == "by" {
+			p.byCall(node, n)
 			return
 		}
 		p.aggCall(node, id.Value, n)
@@ -745,9 +847,42 @@ func (p *patcher) filter(n ast.Node) (*Predicate, bool) {
 	return pred, true
 }
 
+// byCall replaces by(FIELD..., AGG) by AGG's slot, which the patcher has
+// already compiled for by()'s group, and makes the slot explain itself as
+// the by() call written.
+func (p *patcher) byCall(node *ast.Node, n *ast.CallNode) {
+	if p.bys[n] == nil || len(n.Arguments) == 0 {
+		p.failed = true // byScan reported why
+		return
+	}
+	slot, ok := p.replaced[n.Arguments[len(n.Arguments)-1]]
+	if !ok {
+		p.failed = true // the aggregate reported why
+		return
+	}
+	text := p.text(n)
+	for i := range p.explain {
+		if p.explain[i].Slot == slot {
+			p.explain[i].Text = text
+		}
+	}
+	repl := n.Arguments[len(n.Arguments)-1]
+	ast.Patch(node, repl)
+	p.replaced[*node] = slot
+}
+
 func (p *patcher) aggCall(node *ast.Node, name string, n *ast.CallNode) {
 	args := n.Arguments
 	text := p.text(n)
+	group := p.group
+	bc := p.byAgg[n]
+	if bc != nil {
+		group = bc.group
+		if bc.agg != n {
+			// an aggregate inside the wrapped one (baseline's argument)
+			text = "by(" + bc.fields + ", " + text + ")"
+		}
+	}
 	argc := func(min, max int) bool {
 		if len(args) < min || len(args) > max {
 			if min == max {
@@ -853,11 +988,15 @@ func (p *patcher) aggCall(node *ast.Node, name string, n *ast.CallNode) {
 			p.errorf(n, "%s() takes count(), rate(), sum() or distinct()", name)
 			return
 		}
+		if in.Group != group {
+			p.errorf(n, "%s() of a by() aggregate: put by() outside, e.g. by(session, %s(count(5m)))", name, name)
+			return
+		}
 		spec = &AggSpec{Kind: AggBaseline, Window: in.Window, Inner: inner}
 		out = map[string]Output{"baseline": OutMean, "stddev": OutStddev, "zscore": OutZ, "history": OutN}[name]
 	}
-	spec.Group = p.group
-	spec.Key = aggKey(spec, p.c.set.Groups[p.group])
+	spec.Group = group
+	spec.Key = aggKey(spec, p.c.set.Groups[group])
 	idx := p.c.addAgg(spec)
 	slot := len(p.slots)
 	p.slots = append(p.slots, Slot{Agg: idx, Out: out})
@@ -1066,6 +1205,21 @@ func (s *Set) Subset(keep func(*CompiledRule) bool) *Set {
 		}
 	}
 	return sub
+}
+
+// RuleIsLocal reports whether a rule of the set can be evaluated per event
+// partition: its own group and the group of every by() aggregate it reads
+// must each be partition-local.
+func (s *Set) RuleIsLocal(r *CompiledRule) bool {
+	if !s.Groups[r.Group].PartitionLocal() {
+		return false
+	}
+	for _, g := range r.Groups {
+		if !s.Groups[g].PartitionLocal() {
+			return false
+		}
+	}
+	return true
 }
 
 // PartitionLocal reports whether every group of this key falls within one

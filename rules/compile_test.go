@@ -198,6 +198,10 @@ func FuzzCompile(f *testing.F) {
 	f.Add("rules:\n  - id: a\n    description: d\n    condition: seq(count(5m) > 1, true, 1m)\n")
 	f.Add("rules: [{id: a, description: d, condition: 'zscore(zscore(count(1s)))'}]\n")
 	f.Add("rules:\n - &a {id: a}\n - *a\n")
+	f.Add(byRules)
+	f.Add("rules: [{id: a, description: d, group: [agent], condition: 'by(session, by(task, count(5m))) > 1'}]\n")
+	f.Add("rules: [{id: a, description: d, condition: 'by(session) || by(count(1m)) || by(tool, 1) > 0'}]\n")
+	f.Add("rules: [{id: a, description: d, condition: 'baseline(by(task, rate(1m))) > by(agent, history(sum(bytes_in, 1m)))'}]\n")
 	f.Fuzz(func(t *testing.T, src string) {
 		set, err := Compile(Source{Name: "f.yaml", Data: []byte(src)})
 		if err != nil {
@@ -239,4 +243,146 @@ func TestHoldTimeoutPolicy(t *testing.T) {
 	errs := compileErrs(t, "rules:\n  - id: a\n    description: d\n    condition: count(1m) > 1\n    on_timeout: deny\n  - id: b\n    description: d\n    condition: count(1m) > 1\n    action: hold\n    on_timeout: maybe\n")
 	require.Contains(t, errs, "r.yaml:5:17: hold_timeout and on_timeout belong to action: hold")
 	require.Contains(t, errs, `r.yaml:10:17: on_timeout "maybe" must be release or deny`)
+}
+
+const byRules = `rules:
+  - id: exfil
+    description: a send to a destination new to the agent after the session read many sensitive records
+    group: [agent]
+    condition: first_seen(domain(destination)) && by(session, sum(records, 1h, action == "read" && sensitivity in ["confidential","restricted"])) >= 20
+  - id: session-volume
+    description: the same sum, read by a rule grouped by session
+    condition: sum(records, 1h, action == "read" && sensitivity in ["confidential","restricted"]) > 100
+  - id: same-group
+    description: by() of the rule's own group is the plain aggregate
+    group: [agent]
+    condition: by(agent, count(5m)) > 3 && count(5m) < 100
+  - id: session-baseline
+    description: a baseline kept per session
+    group: [agent]
+    condition: by(session, zscore(count(5m))) > 3
+  - id: two-fields
+    description: several fields, in any order
+    group: [agent]
+    condition: by(task, session, seq(action == "read", action == "send", 10m)) || by(session, task, count(5m)) > 3
+`
+
+func TestByAggregates(t *testing.T) {
+	set, err := Compile(Source{Name: "r.yaml", Data: []byte(byRules)})
+	require.NoError(t, err)
+	var keys []string
+	for _, a := range set.Aggs {
+		keys = append(keys, a.Key)
+	}
+	filter := set.Aggs[1].Filter.Src
+	require.Equal(t, []string{
+		`first_seen[tenant,agent](domain(destination), 720h0m0s)`,
+		`sum[tenant,session](records, 1h0m0s, ` + filter + `)`,
+		`count[tenant,agent](5m0s)`,
+		`count[tenant,session](5m0s)`,
+		`baseline[tenant,session](#3)`,
+		`seq[tenant,session,task](action == "read" -> action == "send" -> 10m0s)`,
+		`count[tenant,session,task](5m0s)`,
+	}, keys, "by() aggregates are kept for their own group and shared with rules of that group")
+
+	groups := func(r *CompiledRule) []string {
+		var out []string
+		for _, g := range r.Groups {
+			out = append(out, set.Groups[g].Name())
+		}
+		return out
+	}
+	exfil := set.Rule("exfil")
+	require.Equal(t, []string{"tenant,agent", "tenant,session"}, groups(exfil))
+	require.Equal(t, []string{"tenant,session"}, groups(set.Rule("session-volume")))
+	require.Equal(t, []string{"tenant,agent"}, groups(set.Rule("same-group")))
+	require.Equal(t, []string{"tenant,agent", "tenant,session,task"}, groups(set.Rule("two-fields")))
+
+	c := exfil.Variants[0].Cond
+	require.NotNil(t, c.Native, "a condition with by() still compiles natively")
+	require.Len(t, c.Explain, 2)
+	require.Equal(t, "first_seen(domain(destination))", c.Explain[0].Text)
+	require.Equal(t, `by(session, sum(records, 1h, action == "read" && sensitivity in ["confidential","restricted"]))`, c.Explain[1].Text)
+	require.True(t, c.Explain[1].HasThresh)
+	require.Equal(t, ">=", c.Explain[1].Op)
+	require.Equal(t, 20.0, c.Explain[1].Threshold)
+	require.Equal(t, time.Hour, exfil.Window)
+
+	sb := set.Rule("session-baseline").Variants[0].Cond
+	require.Equal(t, []string{"by(session, count(5m))", "by(session, zscore(count(5m)))"}, []string{sb.Explain[0].Text, sb.Explain[1].Text})
+	require.Equal(t, 3.0, sb.Explain[1].Threshold)
+	require.NotNil(t, sb.Native)
+	require.NotNil(t, set.Rule("two-fields").Variants[0].Cond.Native)
+}
+
+func TestByLocality(t *testing.T) {
+	set, err := Compile(Source{Name: "r.yaml", Data: []byte(`rules:
+  - id: local
+    description: agent rule reading a session aggregate
+    group: [agent]
+    condition: by(session, count(5m)) > 3
+  - id: by-task
+    description: agent rule reading a task aggregate
+    group: [agent]
+    condition: count(5m) > 3 && by(task, count(5m)) > 10
+  - id: task-rule
+    description: task rule reading a session aggregate
+    group: [task]
+    condition: by(session, count(5m)) > 3
+  - id: by-principal-agent
+    description: principal and agent together stay within one agent
+    condition: by(principal, agent, distinct(tool, 5m)) > 3
+`)})
+	require.NoError(t, err)
+	local := map[string]bool{}
+	for _, r := range set.Rules {
+		local[r.ID] = set.RuleIsLocal(r)
+	}
+	require.Equal(t, map[string]bool{"local": true, "by-task": false, "task-rule": false, "by-principal-agent": true}, local)
+	require.Equal(t, []string{"local", "by-principal-agent"}, ids(set.Subset(set.RuleIsLocal)))
+}
+
+func ids(s *Set) []string {
+	var out []string
+	for _, r := range s.Rules {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
+func TestByErrors(t *testing.T) {
+	cond := func(c string) string {
+		return "rules:\n  - id: a\n    description: d\n    group: [agent]\n    condition: " + c + "\n"
+	}
+	for name, tc := range map[string]struct{ src, want string }{
+		"no aggregate": {cond(`by(session) > 1`),
+			"r.yaml:5:16: by() takes group fields and an aggregate, e.g. by(session, count(5m))"},
+		"not an aggregate": {cond(`by(session, tool == "x")`),
+			"r.yaml:5:28: by() takes an aggregate as its last argument: count, rate, sum, distinct, seq, first_seen, baseline, stddev, zscore or history; compare outside: by(session, count(5m)) > 3"},
+		"a field": {cond(`by(session, records) > 1`),
+			"r.yaml:5:28: by() takes an aggregate as its last argument: count, rate, sum, distinct, seq, first_seen, baseline, stddev, zscore or history"},
+		"comparison inside": {cond(`by(session, count(5m) > 3)`),
+			"r.yaml:5:28: by() takes an aggregate as its last argument: count, rate, sum, distinct, seq, first_seen, baseline, stddev, zscore or history; compare outside: by(session, count(5m)) > 3"},
+		"unknown field": {cond(`by(sesion, count(5m)) > 1`),
+			"r.yaml:5:19: by() groups by " + strings.Join(GroupFields, ", ") + ", not sesion"},
+		"string field": {cond(`by("session", count(5m)) > 1`),
+			"r.yaml:5:19: by() groups by " + strings.Join(GroupFields, ", ") + `, not "session"`},
+		"nested": {cond(`by(session, by(task, count(5m))) > 1`),
+			"r.yaml:5:28: by() cannot be nested; name all the fields in one by()"},
+		"nested deeper": {cond(`by(session, zscore(by(task, count(5m)))) > 1`),
+			"r.yaml:5:35: by() cannot be nested; name all the fields in one by()"},
+		"baseline of a by": {cond(`baseline(by(session, count(5m))) > 1`),
+			"r.yaml:5:16: baseline() of a by() aggregate: put by() outside, e.g. by(session, baseline(count(5m)))"},
+		"in a filter": {cond(`count(5m, by(session, count(1m)) > 1) > 1`),
+			"r.yaml:5:26: a filter cannot contain an aggregate"},
+		"in match": {"rules:\n  - id: a\n    description: d\n    match: by(session, count(1m)) > 1\n    condition: count(1m) > 1\n",
+			"r.yaml:4:12: by() is an aggregate; aggregates are allowed only in a rule's condition"},
+		"inner error keeps its position": {cond(`by(session, sum(tool, 1h)) > 1`),
+			"r.yaml:5:32: tool is not numeric; sum() takes bytes_in, bytes_out, records or delegation_depth"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			errs := compileErrs(t, tc.src)
+			require.Contains(t, errs, tc.want, strings.Join(errs, "\n"))
+		})
+	}
 }

@@ -59,7 +59,7 @@ func lookupField(name string) (Field, bool) {
 
 // GroupFields are the fields a rule may group by, in canonical order. The
 // tenant is always part of a group key.
-var GroupFields = []string{"tenant", "agent", "instance", "parent_agent", "principal", "session", "task", "credential", "tool"}
+var GroupFields = []string{"tenant", "agent", "instance", "parent_agent", "principal", "session", "task", "credential", "tool", "destination"}
 
 // Scopes a revocation or hold may target.
 var Scopes = []string{"session", "instance", "agent", "task", "principal", "credential", "tool"}

@@ -121,19 +121,20 @@ type Status struct {
 // ruleSet is the rule set a worker runs, split for its partitions.
 type ruleSet struct {
 	set *rules.Set
-	// local holds the rules whose groups stay within one agent (evaluated
-	// per partition); global the rest (evaluated by the global partition's
-	// owner), possibly none.
+	// local holds the rules whose groups (their own and their by() groups)
+	// stay within one agent (evaluated per partition); global the rest
+	// (evaluated by the global partition's owner), possibly none.
 	local, global *rules.Set
 	rev           uint64 // revision of active, 0 for the configured files
 }
 
 func newRuleSet(set *rules.Set, rev uint64) *ruleSet {
-	isLocal := func(r *rules.CompiledRule) bool { return set.Groups[r.Group].PartitionLocal() }
+	// A rule is local only if its group and every by() group it reads stay
+	// within one agent: a by(task, …) aggregate needs every partition's events.
 	return &ruleSet{
 		set:    set,
-		local:  set.Subset(isLocal),
-		global: set.Subset(func(r *rules.CompiledRule) bool { return !isLocal(r) }),
+		local:  set.Subset(set.RuleIsLocal),
+		global: set.Subset(func(r *rules.CompiledRule) bool { return !set.RuleIsLocal(r) }),
 		rev:    rev,
 	}
 }
