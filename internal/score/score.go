@@ -151,6 +151,12 @@ type Benign struct {
 	WithDecision      int64   `json:"with_decision"`
 	WithShadowStop    int64   `json:"with_shadow_stop"`  // would-be false positives
 	WithEnforceStop   int64   `json:"with_enforce_stop"` // false positives
+	// Collateral counts benign sessions stopped by a revoke or hold that
+	// was aimed at an attack: fired by the benign session's event, its
+	// scope (a leaked credential, a hijacked agent) also covers an attack
+	// under way. Revoking the leaked credential is right, and its owner's
+	// session goes with it: not a false positive, but counted.
+	Collateral int64 `json:"collateral"`
 	DecisionRate      float64 `json:"decision_rate"`
 	ShadowStopRate    float64 `json:"shadow_stop_rate"`
 	FalsePositiveRate float64 `json:"false_positive_rate"` // WithEnforceStop / Sessions
@@ -246,6 +252,7 @@ const (
 	flagDecision uint8 = 1 << iota
 	flagShadowStop
 	flagEnforceStop
+	flagCollateral
 )
 
 type sessKey struct{ tenant, session string }
@@ -285,6 +292,7 @@ type Scorer struct {
 	bySession map[sessKey][]*attack
 	byScope   map[scopeKey][]*attack
 	benign    map[sessKey]uint8
+	atkIDs    map[string]bool // ids of the attack events read so far
 	rules     map[string]*ruleAcc
 	seq       int64
 	events    int64
@@ -300,6 +308,7 @@ func NewScorer(set *rules.Set, labels []Label) *Scorer {
 		bySession: map[sessKey][]*attack{},
 		byScope:   map[scopeKey][]*attack{},
 		benign:    map[sessKey]uint8{},
+		atkIDs:    map[string]bool{},
 		rules:     map[string]*ruleAcc{},
 	}
 	for _, r := range set.Rules {
@@ -344,6 +353,7 @@ func (s *Scorer) Event(ev *pipeline.Event, decs []detectors.Decision) {
 	atks := s.bySession[key]
 	if len(atks) > 0 {
 		s.atkEvents++
+		s.atkIDs[strings.Clone(ev.ID)] = true
 		for _, a := range atks {
 			s.observe(a, ev)
 		}
@@ -366,9 +376,12 @@ func (s *Scorer) Event(ev *pipeline.Event, decs []detectors.Decision) {
 			}
 		case ev.Session != "":
 			f := flagDecision
-			if stop && d.Mode == rules.ModeEnforce {
+			switch {
+			case stop && s.aimsAtAttack(d):
+				f |= flagCollateral
+			case stop && d.Mode == rules.ModeEnforce:
 				f |= flagEnforceStop
-			} else if stop {
+			case stop:
 				f |= flagShadowStop
 			}
 			// Assigning to a string key replaces the key: clone it so that
@@ -397,6 +410,27 @@ func (s *Scorer) Event(ev *pipeline.Event, decs []detectors.Decision) {
 			}
 		}
 	}
+}
+
+// aimsAtAttack reports whether a revoke or hold fired in a benign session
+// is aimed at an attack: its scope is an identity the attack shares with
+// its victim (a credential or an instance), the attack has begun, and the
+// firing's evidence holds attack events. A broader scope (agent,
+// principal) that happens to cover an attack stays a false positive.
+func (s *Scorer) aimsAtAttack(d *detectors.Decision) bool {
+	if d.Scope != "credential" && d.Scope != "instance" {
+		return false
+	}
+	k, ok := covers(d)
+	if !ok || !slices.ContainsFunc(d.Evidence, func(id string) bool { return s.atkIDs[id] }) {
+		return false
+	}
+	for _, a := range s.byScope[k] {
+		if a.events > 0 && !d.Time.Before(a.first) {
+			return true
+		}
+	}
+	return false
 }
 
 // covers is what a revoke or hold covers, as a scope key.
@@ -549,6 +583,9 @@ func (s *Scorer) Report() *Report {
 		}
 		if f&flagEnforceStop != 0 {
 			b.WithEnforceStop++
+		}
+		if f&flagCollateral != 0 {
+			b.Collateral++
 		}
 	}
 	if b.Sessions > 0 {
