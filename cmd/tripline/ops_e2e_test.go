@@ -23,6 +23,27 @@ import (
 	"github.com/tripline/tripline/pipeline/enforce"
 )
 
+// e2eRules catch the two simulated attacks of TestOpsEndToEnd by their
+// characteristic signals, and nothing in the benign traffic: the test is
+// about the operator commands, not about tuning the default pack.
+const e2eRules = `rules:
+  - id: e2e-large-send-after-untrusted
+    description: a large send after untrusted content in the session
+    group: [session]
+    match: action == "send"
+    condition: bytes_out > 1500000 && seq(attrs.trust == "untrusted", action == "send", 1h)
+    action: revoke
+    scope: session
+    mode: enforce
+  - id: e2e-error-loop
+    description: a session repeating failing calls
+    group: [session]
+    condition: count(5m, outcome == "error") > 40
+    action: revoke
+    scope: session
+    mode: enforce
+`
+
 // TestOpsEndToEnd runs tripline dev in process and drives it with the
 // operator commands: simulate a labelled file, publish it, see the engine
 // revoke exactly the attack sessions, lift one as an analyst, and watch it
@@ -31,10 +52,12 @@ func TestOpsEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	rulesFile := filepath.Join(dir, "e2e-rules.yaml")
+	require.NoError(t, os.WriteFile(rulesFile, []byte(e2eRules), 0o600))
 	var devErr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- opsRun(ctx, []string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0", "--no-history"},
+		done <- opsRun(ctx, []string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0", "--no-history", "--rules", rulesFile},
 			env{stdin: strings.NewReader(""), stdout: &syncbuf.Buffer{}, stderr: &devErr})
 	}()
 	defer func() {
@@ -51,8 +74,8 @@ func TestOpsEndToEnd(t *testing.T) {
 	url := urlRE.FindStringSubmatch(devErr.String())[1]
 
 	events, labelsFile := filepath.Join(dir, "sim.jsonl.gz"), filepath.Join(dir, "labels.jsonl")
-	code, _, errOut := ops(t, "", "simulate", "--seed", "5", "--agents", "8", "--rate", "20", "--duration", "40s",
-		"--scenarios", "exfil,loop", "--out", events, "--labels", labelsFile)
+	code, _, errOut := ops(t, "", "simulate", "--seed", "5", "--agents", "8", "--rate", "20", "--duration", "1m",
+		"--scenarios", "injected-exfil,runaway-loop", "--repeat", "1", "--out", events, "--labels", labelsFile)
 	require.Equal(t, 0, code, errOut)
 	data, err := os.ReadFile(labelsFile)
 	require.NoError(t, err)
@@ -104,7 +127,7 @@ func TestOpsEndToEnd(t *testing.T) {
 	key, _ := newKey(t, dir, "alice")
 	var loop sim.Label
 	for _, l := range labels {
-		if l.Scenario == "loop" {
+		if l.Scenario == "runaway-loop" {
 			loop = l
 		}
 	}
@@ -135,5 +158,5 @@ func TestOpsEndToEnd(t *testing.T) {
 	require.Equal(t, []string{"lift", "revoke"}, kinds)
 	require.Contains(t, wout.String(), liftID)
 	require.Contains(t, wout.String(), "analyst/alice")
-	require.Contains(t, wout.String(), "session="+labels[slices.IndexFunc(labels, func(l sim.Label) bool { return l.Scenario == "exfil" })].Session)
+	require.Contains(t, wout.String(), "session="+labels[slices.IndexFunc(labels, func(l sim.Label) bool { return l.Scenario == "injected-exfil" })].Session)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tripline/tripline/internal/natstest"
+	"github.com/tripline/tripline/internal/sim"
 	"github.com/tripline/tripline/internal/syncbuf"
 	"github.com/tripline/tripline/internal/testgen"
 	"github.com/tripline/tripline/internal/topology"
@@ -138,7 +139,7 @@ func TestOpsUsageErrors(t *testing.T) {
 		{"keys", "generate"},
 		{"publish"},
 		{"simulate", "--rate", "0"},
-		{"simulate", "--scenarios", "exfil,bogus", "--out", filepath.Join(dir, "x.jsonl")},
+		{"simulate", "--scenarios", "runaway-loop,bogus", "--out", filepath.Join(dir, "x.jsonl")},
 		{"simulate", "--duration", "10s", "--out", filepath.Join(dir, "x.jsonl")},
 		{"simulate", "--start", "2026-01-01T00:00:00Z"},
 		{"simulate", "--out", filepath.Join(dir, "x.jsonl"), "--partitions", "8"},
@@ -309,7 +310,7 @@ func TestSimulateFileIsDeterministic(t *testing.T) {
 			"--out", out, "--labels", lab)
 		require.Equal(t, 0, code, errOut)
 		require.Empty(t, stdout)
-		require.Regexp(t, `^wrote [0-9,]+ events \(5 attack sessions\) to .*a?\.jsonl, 2026-01-01T00:00:00Z to 2026-01-01T00:01:`, errOut)
+		require.Regexp(t, `^wrote [0-9,]+ events \(36 attacks\) to .*a?\.jsonl, 2026-01-01T00:00:00Z to 2026-01-01T00:01:`, errOut)
 		events, err := os.ReadFile(out)
 		require.NoError(t, err)
 		labels, err = os.ReadFile(lab)
@@ -347,7 +348,10 @@ func TestSimulateFileIsDeterministic(t *testing.T) {
 		require.True(t, times[l.FirstEventTime.Format(time.RFC3339Nano)], "the first event of %s is in the file", l.Scenario)
 		seen[l.Scenario] = true
 	}
-	require.Equal(t, map[string]bool{"exfil": true, "loop": true, "probe": true, "scope": true, "credential": true}, seen)
+	require.Len(t, seen, len(sim.ScenarioNames()))
+	for _, name := range sim.ScenarioNames() {
+		require.True(t, seen[name], name)
+	}
 }
 
 func TestSimulateLive(t *testing.T) {
@@ -356,7 +360,7 @@ func TestSimulateLive(t *testing.T) {
 	code, _, errOut := ops(t, "", "simulate", "--nats", n.url, "--partitions", "4", "--scenarios", "none",
 		"--rate", "100", "--duration", "1s", "--labels", lab)
 	require.Equal(t, 0, code, errOut)
-	require.Regexp(t, `published ([0-9]+) events \(0 attack sessions, 0 duplicates\) to TL_EVENTS with 4 partitions`, errOut)
+	require.Regexp(t, `published ([0-9]+) events \(0 attacks, 0 duplicates\) to TL_EVENTS with 4 partitions`, errOut)
 	m := regexp.MustCompile(`published ([0-9]+) events`).FindStringSubmatch(errOut)
 	msgs := n.messages(t, pipeline.EventsStream)
 	require.Equal(t, m[1], fmt.Sprint(len(msgs)))
