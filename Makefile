@@ -38,7 +38,8 @@ bench: deps build
 	$(BIN) bench
 
 lint-rules: build
-	$(BIN) rules lint rules/examples
+	$(BIN) rules lint rules/pack rules/examples
+	$(BIN) rules test rules/pack rules/examples
 
 clean:
 	rm -rf bin

@@ -96,9 +96,9 @@ history: {batch_size: 50, flush_interval: 20ms, ack_wait: 2s}
 		}
 		for k, ev := range []*pipeline.Event{
 			{ID: session + "-read", Time: now.Add(time.Duration(i) * time.Second), Tenant: "acme", Agent: agent, Session: session,
-				Tool: "crm.lookup", Action: "read", Sensitivity: "restricted"},
+				Tool: "crm.export", Action: "read", Sensitivity: "restricted", Records: 5000, BytesIn: 2_000_000},
 			{ID: session + "-send", Time: now.Add(time.Duration(i)*time.Second + time.Minute), Tenant: "acme", Agent: agent, Session: session,
-				Tool: "http.post", Action: "send", Destination: "https://paste.example/" + session},
+				Tool: "http.post", Action: "send", Destination: "https://paste.example/" + session, BytesOut: 1_500_000},
 		} {
 			_, err := js.Publish(ctx, pipeline.EventSubject(ev.Tenant, ev.Agent, partitions), ev.AppendJSON(nil), jetstream.WithMsgID(ev.ID))
 			require.NoError(t, err)

@@ -75,7 +75,7 @@ func newDevCmd(a *app) *cobra.Command {
 		Use:   "dev",
 		Short: "Run everything locally on an embedded NATS server",
 		Long: `Run all roles in one process on an embedded nats-server with JetStream
-(file storage under --dir), with the example rules built into the binary (or
+(file storage under --dir), with the default rule pack built into the binary (or
 --rules), and a signing key generated on first run. History goes to a local
 clickhouse-server child process (data under --dir; install the package with
 "make deps" or apt-get install clickhouse-server, or point CLICKHOUSE_ADDR at
@@ -115,7 +115,7 @@ Then, in another terminal:
 	cmd.Flags().StringVar(&dir, "dir", ".tripline", "data directory (NATS storage, signing key)")
 	cmd.Flags().IntVar(&port, "port", 4222, "NATS client port of the embedded server (0: any free port)")
 	cmd.Flags().StringVar(&httpAddr, "http", "127.0.0.1:9464", "metrics and health listen address")
-	cmd.Flags().StringSliceVar(&rulePaths, "rules", nil, "rule files or directories (default: the built-in examples)")
+	cmd.Flags().StringSliceVar(&rulePaths, "rules", nil, "rule files or directories (default: the built-in rule pack)")
 	cmd.Flags().IntVar(&chPort, "clickhouse-port", 9000, "native port of the local ClickHouse (0: any free port)")
 	cmd.Flags().BoolVar(&noHistory, "no-history", false, "run without ClickHouse (no history, no queries)")
 	return cmd
@@ -317,7 +317,7 @@ func chAddr(cfg *config.Config, st *history.Store) string {
 
 func loadRuleSet(paths []string) (*rules.Set, error) {
 	if len(paths) == 0 {
-		return rules.Compile(rules.ExampleSources()...)
+		return rules.Compile(defaultPackSources()...)
 	}
 	return rules.LoadPaths(paths...)
 }

@@ -50,8 +50,8 @@ func TestDevEndToEnd(t *testing.T) {
 	agent := "spiffe://acme.dev/agent/support"
 	now := time.Now().UTC()
 	for _, ev := range []*pipeline.Event{
-		{ID: "e1", Time: now, Tenant: "acme", Agent: agent, Session: "s1", Tool: "crm.lookup", Action: "read", Sensitivity: "restricted"},
-		{ID: "e2", Time: now.Add(time.Second), Tenant: "acme", Agent: agent, Session: "s1", Tool: "http.post", Action: "send", Destination: "paste.example"},
+		{ID: "e1", Time: now, Tenant: "acme", Agent: agent, Session: "s1", Tool: "crm.export", Action: "read", Sensitivity: "restricted", Records: 5000, BytesIn: 2_000_000},
+		{ID: "e2", Time: now.Add(time.Second), Tenant: "acme", Agent: agent, Session: "s1", Tool: "http.post", Action: "send", Destination: "paste.example", BytesOut: 1_500_000},
 	} {
 		_, err := js.Publish(ctx, pipeline.EventSubject(ev.Tenant, ev.Agent, pipeline.DefaultPartitions), ev.AppendJSON(nil), jetstream.WithMsgID(ev.ID))
 		require.NoError(t, err)

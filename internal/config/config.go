@@ -223,7 +223,7 @@ func Load(path string) (*Config, error) {
 }
 
 // Dev is the all-in-one local configuration: embedded NATS with file
-// storage under dir, the example rules, a signing key generated under dir.
+// storage under dir, the default rule pack, a signing key generated under dir.
 func Dev(dir string) *Config {
 	return &Config{
 		NATS:     NATS{Embedded: &Embedded{StoreDir: filepath.Join(dir, "nats"), Host: "127.0.0.1", Port: 4222}},
