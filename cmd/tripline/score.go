@@ -235,14 +235,17 @@ calls at or before it (median; TOTAL over all instances).
 
 	bn := r.Benign
 	b.WriteString("\n")
-	textfmt.Align(&b, [][]string{
+	benignRows := [][]string{
 		{"BENIGN SESSIONS", "SESSIONS", "SHARE", ""},
 		{"all", group(bn.Sessions), "", ""},
 		{"with a decision", group(bn.WithDecision), score.Percent(bn.DecisionRate), ""},
 		{"with a shadow revoke or hold", group(bn.WithShadowStop), score.Percent(bn.ShadowStopRate), "would-be false positives"},
 		{"with an enforce revoke or hold", group(bn.WithEnforceStop), score.Percent(bn.FalsePositiveRate), "false positives"},
-		{"stopped with an attack", group(bn.Collateral), "", "its credential or agent was revoked for an attack"},
-	}, numeric(1, 2))
+	}
+	if bn.Collateral > 0 {
+		benignRows = append(benignRows, []string{"stopped with an attack", group(bn.Collateral), "", "its leaked credential or instance was revoked"})
+	}
+	textfmt.Align(&b, benignRows, numeric(1, 2))
 	if bn.NoSession > 0 {
 		fmt.Fprintf(&b, "%s fired by events without a session, outside any attack.\n", plural(bn.NoSession, "decision"))
 	}
