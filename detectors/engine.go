@@ -500,6 +500,11 @@ func (e *Engine) decision(r *rules.CompiledRule, c *rules.Condition, g *group, e
 			th := x.Threshold
 			val.Op, val.Threshold = x.Op, &th
 		}
+		// An aggregate written several times (count(5m) > 50 && count(5m) >
+		// 3 * baseline(count(5m))) is shown once per comparison.
+		if slices.ContainsFunc(d.Values, func(v Value) bool { return sameValue(v, val) }) {
+			continue
+		}
 		d.Values = append(d.Values, val)
 		if sl := c.Slots[x.Slot]; sl.Out == rules.OutFlag && e.refs[sl.Agg].spec.Kind == rules.AggSeq && e.cur[e.refs[sl.Agg].kind] != nil {
 			s := &e.cur[e.refs[sl.Agg].kind].seqs[e.refs[sl.Agg].local]
@@ -511,6 +516,13 @@ func (e *Engine) decision(r *rules.CompiledRule, c *rules.Condition, g *group, e
 		}
 	}
 	return d
+}
+
+func sameValue(a, b Value) bool {
+	if a.Name != b.Name || a.Op != b.Op || (a.Threshold == nil) != (b.Threshold == nil) {
+		return false
+	}
+	return a.Threshold == nil || *a.Threshold == *b.Threshold
 }
 
 func appendUnique(s []string, v string) []string {

@@ -422,3 +422,19 @@ func TestByKindsIdle(t *testing.T) {
 	e.Process(ev("later", time.Hour, func(e *pipeline.Event) { e.Session = "fresh" }), nil)
 	require.EqualValues(t, 3, e.Stats().Groups, "the agent, the new session and the task, which is kept for first_seen")
 }
+
+// An aggregate written several times is explained once per comparison.
+func TestDecisionValuesAreNotRepeated(t *testing.T) {
+	e := NewEngine(compile(t, rule(`count(1m) >= 2 && count(1m) < 10 && count(1m) >= 2 && count(1m) * 2 > 3`)), Options{})
+	ds := run(e, ev("1", 0), ev("2", time.Second))
+	require.Len(t, ds, 1)
+	var got []string
+	for _, v := range ds[0].Values {
+		s := v.Name + " " + v.Op
+		if v.Threshold != nil {
+			s += fmt.Sprint(" ", *v.Threshold)
+		}
+		got = append(got, s)
+	}
+	require.Equal(t, []string{"count(1m) >= 2", "count(1m) < 10", "count(1m) "}, got)
+}
