@@ -147,16 +147,16 @@ type Scenario struct {
 // every line that applies: one with a shadow and an enforce revoke is in
 // both.
 type Benign struct {
-	Sessions          int64   `json:"sessions"`
-	WithDecision      int64   `json:"with_decision"`
-	WithShadowStop    int64   `json:"with_shadow_stop"`  // would-be false positives
-	WithEnforceStop   int64   `json:"with_enforce_stop"` // false positives
+	Sessions        int64 `json:"sessions"`
+	WithDecision    int64 `json:"with_decision"`
+	WithShadowStop  int64 `json:"with_shadow_stop"`  // would-be false positives
+	WithEnforceStop int64 `json:"with_enforce_stop"` // false positives
 	// Collateral counts benign sessions stopped by a revoke or hold that
 	// was aimed at an attack: fired by the benign session's event, its
 	// scope (a leaked credential, a hijacked agent) also covers an attack
 	// under way. Revoking the leaked credential is right, and its owner's
 	// session goes with it: not a false positive, but counted.
-	Collateral int64 `json:"collateral"`
+	Collateral        int64   `json:"collateral"`
 	DecisionRate      float64 `json:"decision_rate"`
 	ShadowStopRate    float64 `json:"shadow_stop_rate"`
 	FalsePositiveRate float64 `json:"false_positive_rate"` // WithEnforceStop / Sessions
