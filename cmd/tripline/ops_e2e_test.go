@@ -50,28 +50,10 @@ const e2eRules = `rules:
 // all verify as an enforcer would.
 func TestOpsEndToEnd(t *testing.T) {
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	rulesFile := filepath.Join(dir, "e2e-rules.yaml")
 	require.NoError(t, os.WriteFile(rulesFile, []byte(e2eRules), 0o600))
-	var devErr syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- opsRun(ctx, []string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0", "--no-history", "--rules", rulesFile},
-			env{stdin: strings.NewReader(""), stdout: &syncbuf.Buffer{}, stderr: &devErr})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case code := <-done:
-			require.Equal(t, 0, code, devErr.String())
-		case <-time.After(20 * time.Second):
-			t.Error("dev did not stop")
-		}
-	}()
-	urlRE := regexp.MustCompile(`NATS\s+(nats://\S+)`)
-	require.Eventually(t, func() bool { return urlRE.MatchString(devErr.String()) }, 20*time.Second, 20*time.Millisecond)
-	url := urlRE.FindStringSubmatch(devErr.String())[1]
+	url := startDev(t, dir, "--rules", rulesFile)
+	ctx := context.Background()
 
 	events, labelsFile := filepath.Join(dir, "sim.jsonl.gz"), filepath.Join(dir, "labels.jsonl")
 	code, _, errOut := ops(t, "", "simulate", "--seed", "5", "--agents", "8", "--rate", "20", "--duration", "1m",
@@ -159,4 +141,29 @@ func TestOpsEndToEnd(t *testing.T) {
 	require.Contains(t, wout.String(), liftID)
 	require.Contains(t, wout.String(), "analyst/alice")
 	require.Contains(t, wout.String(), "session="+labels[slices.IndexFunc(labels, func(l sim.Label) bool { return l.Scenario == "injected-exfil" })].Session)
+}
+
+// startDev runs tripline dev in process (no history) under dir until the
+// test ends, and returns its NATS URL.
+func startDev(t *testing.T, dir string, extra ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var devErr syncbuf.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- opsRun(ctx, append([]string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0", "--no-history"}, extra...),
+			env{stdin: strings.NewReader(""), stdout: &syncbuf.Buffer{}, stderr: &devErr})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			require.Equal(t, 0, code, devErr.String())
+		case <-time.After(20 * time.Second):
+			t.Error("dev did not stop")
+		}
+	})
+	urlRE := regexp.MustCompile(`NATS\s+(nats://\S+)`)
+	require.Eventually(t, func() bool { return urlRE.MatchString(devErr.String()) }, 20*time.Second, 20*time.Millisecond)
+	return urlRE.FindStringSubmatch(devErr.String())[1]
 }

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/tripline/tripline/internal/syncbuf"
 )
 
 const pushRuleV1 = `rules:
@@ -36,26 +32,7 @@ const pushRuleV1 = `rules:
 // tests fail.
 func TestRulesPushStatusLogRollback(t *testing.T) {
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var devErr syncbuf.Buffer
-	done := make(chan int, 1)
-	go func() {
-		done <- opsRun(ctx, []string{"dev", "--dir", dir, "--port", "0", "--http", "127.0.0.1:0", "--no-history"},
-			env{stdin: strings.NewReader(""), stdout: &syncbuf.Buffer{}, stderr: &devErr})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case code := <-done:
-			require.Equal(t, 0, code, devErr.String())
-		case <-time.After(20 * time.Second):
-			t.Error("dev did not stop")
-		}
-	}()
-	urlRE := regexp.MustCompile(`NATS\s+(nats://\S+)`)
-	require.Eventually(t, func() bool { return urlRE.MatchString(devErr.String()) }, 20*time.Second, 20*time.Millisecond)
-	url := urlRE.FindStringSubmatch(devErr.String())[1]
+	url := startDev(t, dir)
 
 	var out, errOut string
 	var code int
