@@ -21,10 +21,25 @@ func benchSet(b *testing.B) *rules.Set {
 	return set
 }
 
+func packSet(b *testing.B) *rules.Set {
+	set, err := rules.Compile(rules.PackSources()...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return set
+}
+
 // BenchmarkEngine20Rules: one goroutine, 20 rules with mixed aggregates,
 // events already decoded. Target ≥ 500,000 events/s.
-func BenchmarkEngine20Rules(b *testing.B) {
-	set := benchSet(b)
+func BenchmarkEngine20Rules(b *testing.B) { benchEngine(b, benchSet(b)) }
+
+// BenchmarkEnginePack: the same with the default rule pack (24 rules,
+// baselines, sequences, first_seen, by() groups).
+//
+//	go test ./detectors -run '^$' -bench 'Engine(20Rules|Pack)$' -benchmem
+func BenchmarkEnginePack(b *testing.B) { benchEngine(b, packSet(b)) }
+
+func benchEngine(b *testing.B, set *rules.Set) {
 	evs := synth(200000, 2000)
 	e := NewEngine(set, Options{})
 	for _, x := range evs[:50000] { // warm the groups
@@ -50,8 +65,12 @@ func BenchmarkEngine20Rules(b *testing.B) {
 
 // BenchmarkEngineStatePerSession measures retained heap per active session
 // with the 20-rule set and 100k sessions. Target ≤ 1 KiB.
-func BenchmarkEngineStatePerSession(b *testing.B) {
-	set := benchSet(b)
+func BenchmarkEngineStatePerSession(b *testing.B) { benchState(b, benchSet(b)) }
+
+// BenchmarkEngineStatePerSessionPack: the same with the default pack.
+func BenchmarkEngineStatePerSessionPack(b *testing.B) { benchState(b, packSet(b)) }
+
+func benchState(b *testing.B, set *rules.Set) {
 	const sessions = 100_000
 	for i := 0; i < b.N; i++ {
 		runtime.GC()

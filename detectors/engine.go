@@ -87,6 +87,9 @@ type Engine struct {
 	env     rules.Env
 	vm      vm.VM
 	flags   []bool // per aggregate: first_seen / seq result for the current event
+	// per aggregate: its value for the event numbered vstamp (see value)
+	vcache []float64
+	vstamp []int64
 	cur     []*group
 	stepBuf []bool
 	keyBuf  []byte
@@ -121,6 +124,8 @@ func NewEngine(set *rules.Set, opt Options) *Engine {
 		opt:       opt,
 		refs:      make([]*aggRef, len(set.Aggs)),
 		flags:     make([]bool, len(set.Aggs)),
+		vcache:    make([]float64, len(set.Aggs)),
+		vstamp:    make([]int64, len(set.Aggs)),
 		byAction:  map[pipeline.Action][]*rules.CompiledRule{},
 		ruleStats: make([]RuleStats, len(set.Rules)),
 		ruleKind:  make([]int, len(set.Rules)),

@@ -153,14 +153,24 @@ func (e *Engine) update(k *kind, g *group, ev *pipeline.Event, t int64) {
 }
 
 // value reads a count, sum or distinct aggregate at t.
+// Every read of an aggregate during one event gives the same value (each
+// aggregate has one group per event, updated before any rule reads it), so
+// it is computed once: a baseline rule reads its aggregate three or four
+// times, and a distinct() past its exact cap merges a sketch per read.
 func (e *Engine) value(a *aggRef, g *group, t int64) float64 {
+	i := a.spec.Index
+	if e.vstamp[i] == e.stats.Events {
+		return e.vcache[i]
+	}
+	var v float64
 	switch a.spec.Kind {
 	case rules.AggCount, rules.AggSum:
-		return float64(a.rs.sum(g.slab, t))
+		v = float64(a.rs.sum(g.slab, t))
 	case rules.AggDistinct:
-		return float64(g.dist[a.local].count(t, a.win, a.rs))
+		v = float64(g.dist[a.local].count(t, a.win, a.rs))
 	}
-	return 0
+	e.vstamp[i], e.vcache[i] = e.stats.Events, v
+	return v
 }
 
 func (e *Engine) slotValue(sl rules.Slot, g *group, t int64) float64 {

@@ -141,6 +141,14 @@ func (h *hllRing) add(x uint64, t int64, rs ringSpec) {
 	}
 }
 
+// invPow2[v] is 2^-v, for the estimate's harmonic mean.
+var invPow2 = func() (t [66]float64) {
+	for v := range t {
+		t[v] = math.Ldexp(1, -v)
+	}
+	return t
+}()
+
 func (h *hllRing) estimate(t int64, rs ringSpec) int64 {
 	idx := t / rs.width
 	var m [1 << hllP]uint8
@@ -157,7 +165,7 @@ func (h *hllRing) estimate(t int64, rs ringSpec) int64 {
 	var sum float64
 	zeros := 0
 	for _, v := range m {
-		sum += 1 / float64(uint64(1)<<v)
+		sum += invPow2[v]
 		if v == 0 {
 			zeros++
 		}
