@@ -13,8 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tripline/tripline/internal/backtest"
-	"github.com/tripline/tripline/internal/config"
-	"github.com/tripline/tripline/internal/history"
 	"github.com/tripline/tripline/internal/investigate"
 	"github.com/tripline/tripline/internal/textfmt"
 	"github.com/tripline/tripline/rules"
@@ -31,11 +29,10 @@ type backtestFlags struct {
 	lateness time.Duration
 
 	// history input
-	since, from, to        string
-	tenant                 string
-	addr, database         string
-	username, passwordFile string
-	sliceRows              int64
+	since, from, to string
+	tenant          string
+	chFlags
+	sliceRows int64
 }
 
 // historyFlags are the flags that only apply to a history backtest.
@@ -96,14 +93,7 @@ func (f *backtestFlags) addEventFlags(c *cobra.Command) {
 	fl.StringVar(&f.from, "from", "", "replay the history from this time, RFC 3339 (e.g. 2026-11-01T00:00:00Z)")
 	fl.StringVar(&f.to, "to", "", "end of the history replayed (exclusive), RFC 3339 (default now)")
 	fl.StringVar(&f.tenant, "tenant", "", "replay only this tenant's history (default: every tenant)")
-	addr := os.Getenv("CLICKHOUSE_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:9000"
-	}
-	fl.StringVar(&f.addr, "clickhouse", addr, "ClickHouse native-protocol address host:port ($CLICKHOUSE_ADDR when set)")
-	fl.StringVar(&f.database, "database", "tripline", "ClickHouse database that holds Tripline's history")
-	fl.StringVar(&f.username, "username", "", "ClickHouse user (default: the server's default user)")
-	fl.StringVar(&f.passwordFile, "password-file", "", "file holding the ClickHouse password")
+	f.chFlags.add(fl)
 	fl.Int64Var(&f.sliceRows, "slice-rows", backtest.DefaultSliceRows, "history events read and sorted at a time; two slices are in memory, a few hundred bytes an event")
 	fl.BoolVar(&f.strict, "strict", false, "stop at the first malformed line of --events (exit status 1)")
 	fl.BoolVar(&f.progress, "progress", false, "report progress on stderr even when it is not a terminal")
@@ -235,9 +225,9 @@ func (a *app) openEvents(cmd *cobra.Command, f *backtestFlags, from, to time.Tim
 		input = f.events
 		closeSrc = func() { in.Close() }
 	} else {
-		conn, err := history.Connect(config.ClickHouse{Database: f.database, Username: f.username, PasswordFile: f.passwordFile}, f.addr)
+		conn, err := f.connect()
 		if err != nil {
-			return nil, cfg, "", nil, usageError(err)
+			return nil, cfg, "", nil, err
 		}
 		hs, err := backtest.NewHistorySource(cmd.Context(), conn, backtest.HistoryQuery{
 			Database: f.database, From: from, To: to, Tenant: f.tenant, SliceRows: f.sliceRows,

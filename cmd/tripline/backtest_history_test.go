@@ -60,7 +60,7 @@ func TestBacktestInputErrors(t *testing.T) {
 	require.Contains(t, errOut, "(ClickHouse at 127.0.0.1:1)")
 	code, _, errOut = tripline(t, "", "rules", "backtest", "--rules", goodRules, "--since", "1h", "--database", "x;DROP")
 	require.Equal(t, 2, code)
-	require.Contains(t, errOut, `invalid database name \"x;DROP\"`)
+	require.Contains(t, errOut, `--database \"x;DROP\": letters, digits and _ only`)
 }
 
 // backtestServer is the ClickHouse of $CLICKHOUSE_ADDR, or the package's

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tripline/tripline/internal/config"
 	"github.com/tripline/tripline/internal/history"
 	"github.com/tripline/tripline/internal/investigate"
 )
@@ -19,26 +17,18 @@ func init() { extraCommands = append(extraCommands, newQueryCmd) }
 
 // queryFlags are the flags every query command takes.
 type queryFlags struct {
-	addr, database         string
-	username, passwordFile string
-	tenant                 string
-	since, from, to        string
-	limit                  int
-	json, csv              bool
+	chFlags
+	tenant          string
+	since, from, to string
+	limit           int
+	json, csv       bool
 }
 
 // add registers the connection, tenant and output flags, and for a query
 // over a period (a maximum limit above zero) the period and limit flags.
 func (f *queryFlags) add(c *cobra.Command, defLimit, maxLimit int) {
 	fl := c.Flags()
-	addr := os.Getenv("CLICKHOUSE_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:9000"
-	}
-	fl.StringVar(&f.addr, "clickhouse", addr, "ClickHouse native-protocol address host:port ($CLICKHOUSE_ADDR when set)")
-	fl.StringVar(&f.database, "database", "tripline", "ClickHouse database that holds Tripline's history")
-	fl.StringVar(&f.username, "username", "", "ClickHouse user (default: the server's default user)")
-	fl.StringVar(&f.passwordFile, "password-file", "", "file holding the ClickHouse password")
+	f.chFlags.add(fl)
 	fl.StringVar(&f.tenant, "tenant", "", "tenant to query (required; every query sees one tenant only)")
 	if maxLimit > 0 {
 		fl.StringVar(&f.since, "since", "", "period: this long back from now, e.g. 90m, 24h, 7d (default 24h)")
@@ -83,9 +73,9 @@ func (a *app) query(cmd *cobra.Command, f *queryFlags, do func(ctx context.Conte
 	if err != nil {
 		return usageError(fmt.Errorf("%s: %w", cmd.CommandPath(), err))
 	}
-	conn, err := history.Connect(config.ClickHouse{Database: f.database, Username: f.username, PasswordFile: f.passwordFile}, f.addr)
+	conn, err := f.connect()
 	if err != nil {
-		return usageError(err)
+		return err
 	}
 	defer conn.Close()
 	q := investigate.New(&history.Schema{Conn: conn, Database: f.database}, investigate.Options{Log: a.log})

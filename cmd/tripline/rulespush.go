@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tripline/tripline/internal/detect"
+	"github.com/tripline/tripline/internal/history"
 	"github.com/tripline/tripline/internal/ruletest"
 	"github.com/tripline/tripline/internal/textfmt"
 	"github.com/tripline/tripline/rules"
@@ -214,8 +215,11 @@ started, or no set was ever pushed.` + opsNATSHelp,
 
 func newRulesLogCmd(a *app) *cobra.Command {
 	var (
-		nf    opsNATSFlags
-		diffs bool
+		nf     opsNATSFlags
+		diffs  bool
+		fromCH bool
+		ch     chFlags
+		limit  int
 	)
 	c := &cobra.Command{
 		Use:   "log",
@@ -223,11 +227,19 @@ func newRulesLogCmd(a *app) *cobra.Command {
 		Long: `Log lists the committed rule sets still in the tl_rules bucket (the last
 64), oldest first: revision, time, author, set hash, rule count and comment.
 With --diff, each is followed by what changed against the one before it.
-The history role keeps every change in ClickHouse too (table rule_changes).` + opsNATSHelp,
+
+The history role keeps every change in ClickHouse (table rule_changes), for
+as long as the history lasts: --history reads it from there instead, newest
+first (--limit rows), each with its diff. ClickHouse is --clickhouse
+(default $CLICKHOUSE_ADDR, else 127.0.0.1:9000), database --database.` + opsNATSHelp,
 		Example: `  tripline rules log
-  tripline rules log --diff`,
+  tripline rules log --diff
+  tripline rules log --history --limit 100`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if fromCH {
+				return a.ruleChangesFromHistory(cmd, &ch, limit)
+			}
 			conn, err := a.opsConnect(cmd, nf)
 			if err != nil {
 				return err
@@ -271,7 +283,36 @@ The history role keeps every change in ClickHouse too (table rule_changes).` + o
 	}
 	nf.add(c)
 	c.Flags().BoolVar(&diffs, "diff", false, "show what each change changed")
+	c.Flags().BoolVar(&fromCH, "history", false, "read the change log from ClickHouse (every change the history kept) instead of NATS")
+	c.Flags().IntVar(&limit, "limit", 50, "with --history: most changes to show")
+	ch.add(c.Flags())
 	return c
+}
+
+// ruleChangesFromHistory prints the rule_changes table, newest first.
+func (a *app) ruleChangesFromHistory(cmd *cobra.Command, ch *chFlags, limit int) error {
+	if limit < 1 || limit > 10000 {
+		return usageError(errors.New("--limit must be between 1 and 10000"))
+	}
+	conn, err := ch.connect()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	s := &history.Schema{Conn: conn, Database: ch.database}
+	cs, err := s.RuleChanges(cmd.Context(), limit)
+	if err != nil {
+		return fmt.Errorf("%w (ClickHouse at %s, database %s)", err, ch.addr, ch.database)
+	}
+	if len(cs) == 0 {
+		fmt.Fprintln(a.stdout, "no rule change in the history")
+		return nil
+	}
+	for _, c := range cs {
+		fmt.Fprintf(a.stdout, "%d  %s  %s  %s  %d rules  %s\n", c.Revision, textfmt.Time(c.Time), c.Author, c.Hash, c.Rules, c.Comment)
+		fmt.Fprintln(a.stdout, indent(strings.TrimRight(c.Diff, "\n"), "    "))
+	}
+	return nil
 }
 
 func newRulesRollbackCmd(a *app) *cobra.Command {

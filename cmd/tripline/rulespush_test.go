@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tripline/tripline/internal/history"
 )
 
 const pushRuleV1 = `rules:
@@ -94,4 +97,28 @@ func TestRulesPushStatusLogRollback(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.NotContains(t, out, "dave")
 	require.Equal(t, 4, strings.Count(out, "\n"), "header and three revisions:\n%s", out)
+}
+
+// TestRulesLogFromHistory reads the change log the history role keeps in
+// ClickHouse, newest first, with each change's diff.
+func TestRulesLogFromHistory(t *testing.T) {
+	addr, s := queryHistory(t)
+	ctx := context.Background()
+	for i, c := range []history.RuleChange{
+		{Revision: 3, Hash: "aaa", Time: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC), Author: "alice", Comment: "first", Rules: 24, Diff: "first set in the log: 24 rules"},
+		{Revision: 4, Hash: "bbb", Time: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC), Author: "bob", Comment: "tighter (SOC-9)", Previous: "aaa", Rules: 24,
+			Diff: "~ rule denied: params.max 5 → 3\n23 rules unchanged\n"},
+	} {
+		require.NoError(t, s.InsertRuleChange(ctx, &c), "row %d", i)
+	}
+	code, out, errOut := tripline(t, "", "rules", "log", "--history", "--clickhouse", addr, "--database", s.Database)
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "4  2026-11-02T09:00:00Z  bob  bbb  24 rules  tighter (SOC-9)\n"+
+		"    ~ rule denied: params.max 5 → 3\n    23 rules unchanged\n"+
+		"3  2026-11-01T09:00:00Z  alice  aaa  24 rules  first\n"+
+		"    first set in the log: 24 rules\n", out)
+
+	code, _, errOut = tripline(t, "", "rules", "log", "--history", "--clickhouse", addr, "--database", "bad-name")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--database")
 }
