@@ -239,6 +239,7 @@ Try, in another terminal:
   %[7]s simulate --rate 50 --duration 1m
   %[7]s watch revocations --key %[6]s
   %[7]s watch decisions
+  %[7]s rules status          (then: rules push DIR -m "why" to change the rules live)
 %[9]s`, conn.URL, cfg.NATS.Embedded.StoreDir, addr, len(set.Rules), set.Hash, pub, self, histLine, histTry)
 	}
 	err = g.Wait()
