@@ -118,9 +118,11 @@ func (a *app) pushRules(cmd *cobra.Command, f rulesPushFlags, b *detect.Bundle) 
 	}
 	defer conn.Close()
 	ctx := cmd.Context()
-	if cur, err := activeSet(ctx, conn.js); err != nil {
+	cur, err := runningSet(ctx, conn.js)
+	if err != nil {
 		return err
-	} else if cur != nil {
+	}
+	if cur != nil {
 		next, err := b.Compile()
 		if err != nil {
 			return err
@@ -153,13 +155,31 @@ func (a *app) pushRules(cmd *cobra.Command, f rulesPushFlags, b *detect.Bundle) 
 	return nil
 }
 
-// activeSet compiles the set the bucket holds (nil if none was pushed).
-func activeSet(ctx context.Context, js jetstream.JetStream) (*rules.Set, error) {
+// runningSet is the set the engine runs, to diff a push against: the
+// bucket's active set, or, before the first push, the built-in pack when
+// the workers report running it (nil when neither is known).
+func runningSet(ctx context.Context, js jetstream.JetStream) (*rules.Set, error) {
 	hist, err := detect.RuleHistory(ctx, js)
-	if err != nil || len(hist) == 0 {
+	if err != nil {
 		return nil, err
 	}
-	return hist[len(hist)-1].Bundle.Compile()
+	if len(hist) > 0 {
+		return hist[len(hist)-1].Bundle.Compile()
+	}
+	sts, err := detect.RuleStatuses(ctx, js)
+	if err != nil || len(sts) == 0 {
+		return nil, err
+	}
+	pack, err := rules.Compile(defaultPackSources()...)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range sts {
+		if st.Hash != pack.Hash {
+			return nil, nil // the workers run their own files
+		}
+	}
+	return pack, nil
 }
 
 func newRulesStatusCmd(a *app) *cobra.Command {

@@ -58,6 +58,8 @@ func TestRulesPushStatusLogRollback(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `revision \d+: set [0-9a-f]+ runs on 1 worker`, out)
 	require.Contains(t, errOut, "waiting for 1 worker(s) to validate it")
+	require.Contains(t, out, "+ rule many-denied", "the first push is diffed against the pack dev runs")
+	require.Contains(t, out, "- rule loop-call-ceiling")
 
 	v2 := strings.Replace(pushRuleV1, "params: {max: 5}", "params: {max: 4}", 1)
 	v2 = strings.Replace(v2, "expect: [{at: 40s}]", "expect: [{at: 30s}]", 1)
