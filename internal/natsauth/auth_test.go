@@ -171,6 +171,8 @@ func TestProducerPublishesOnlyItsTenantsEvents(t *testing.T) {
 		"tl.acks.acme",
 		"$KV.tl_revocations.x",
 		"$KV.tl_owners.p.0",
+		"$KV.tl_rules.active", // a producer cannot push rules
+		"$KV.tl_rules.proposed",
 		"$JS.API.STREAM.PURGE." + pipeline.EventsStream,
 		"$JS.API.STREAM.DELETE." + pipeline.RevocationsStream,
 	} {
@@ -288,6 +290,7 @@ func TestEnforcerReadsRevocationsButCannotWriteThem(t *testing.T) {
 		"tl.decisions.acme",
 		"tl.events.acme.0",
 		"$KV.tl_owners.p.0",
+		"$KV.tl_rules.active",
 		"$JS.API.STREAM.PURGE.KV_tl_revocations",
 		"$JS.API.STREAM.MSG.DELETE.KV_tl_revocations",
 		"$JS.API.STREAM.UPDATE.KV_tl_revocations",
