@@ -246,23 +246,13 @@ func diffOverrides(o, n []*Override) []FieldChange {
 		}
 		return s
 	}
-	olds, news := keyed(o, key), keyed(n, key)
-	var out []FieldChange
-	for _, k := range sortedKeys(olds, news) {
-		ov, nv := olds[k], news[k]
-		switch {
-		case ov == nil:
-			out = append(out, FieldChange{Field: k, New: summary(nv)})
-		case nv == nil:
-			out = append(out, FieldChange{Field: k, Old: summary(ov)})
-		default:
-			out = append(out, diffParams(k+".params.", ov.Params, nv.Params)...)
-			if a, b := oneLine(ov.Comment), oneLine(nv.Comment); a != b {
-				out = append(out, FieldChange{Field: k + ".comment", Old: a, New: b})
-			}
+	return pairUp(o, n, key, summary, func(k string, ov, nv *Override) (out []FieldChange) {
+		out = append(out, diffParams(k+".params.", ov.Params, nv.Params)...)
+		if a, b := oneLine(ov.Comment), oneLine(nv.Comment); a != b {
+			out = append(out, FieldChange{Field: k + ".comment", Old: a, New: b})
 		}
-	}
-	return out
+		return out
+	})
 }
 
 // diffExceptions pairs exceptions by their match expression.
@@ -275,6 +265,20 @@ func diffExceptions(o, n []*Exception) []FieldChange {
 		}
 		return s
 	}
+	return pairUp(o, n, key, summary, func(k string, ov, nv *Exception) (out []FieldChange) {
+		if a, b := formatDate(ov.Expires), formatDate(nv.Expires); a != b {
+			out = append(out, FieldChange{Field: k + ".expires", Old: a, New: b})
+		}
+		if a, b := oneLine(ov.Comment), oneLine(nv.Comment); a != b {
+			out = append(out, FieldChange{Field: k + ".comment", Old: a, New: b})
+		}
+		return out
+	})
+}
+
+// pairUp pairs two lists by key: an item only in the old list is removed,
+// only in the new one added, and both changes fields.
+func pairUp[T any](o, n []*T, key, summary func(*T) string, both func(k string, ov, nv *T) []FieldChange) []FieldChange {
 	olds, news := keyed(o, key), keyed(n, key)
 	var out []FieldChange
 	for _, k := range sortedKeys(olds, news) {
@@ -285,12 +289,7 @@ func diffExceptions(o, n []*Exception) []FieldChange {
 		case nv == nil:
 			out = append(out, FieldChange{Field: k, Old: summary(ov)})
 		default:
-			if a, b := formatDate(ov.Expires), formatDate(nv.Expires); a != b {
-				out = append(out, FieldChange{Field: k + ".expires", Old: a, New: b})
-			}
-			if a, b := oneLine(ov.Comment), oneLine(nv.Comment); a != b {
-				out = append(out, FieldChange{Field: k + ".comment", Old: a, New: b})
-			}
+			out = append(out, both(k, ov, nv)...)
 		}
 	}
 	return out
