@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tripline/tripline/internal/api"
 )
@@ -37,7 +38,58 @@ func Routes(q *Querier) []api.Route {
 		get("/decisions", h.decisions),
 		get("/revocations", h.revocations),
 		get("/explain/{id}", h.explain),
+		// Rule sets are not a tenant's data, and a set's overrides name
+		// tenants: the change log is for analysts, across tenants.
+		{Method: http.MethodGet, Path: "/rule-changes", Role: api.RoleAnalyst, Handler: h.ruleChanges},
 	}
+}
+
+// RuleChangesMax is the most rows /rule-changes returns.
+const RuleChangesMax = 1000
+
+// ruleChanges answers the rule-set change log, newest first: ?limit=N
+// (default 50).
+func (h *handlers) ruleChanges(w http.ResponseWriter, r *http.Request) {
+	vals, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		h.fail(w, r, invalid("the query string is malformed: %v", err))
+		return
+	}
+	limit := 50
+	for k, vs := range vals {
+		switch {
+		case k != "limit":
+			h.fail(w, r, invalid("unknown parameter %q (this endpoint takes limit)", k))
+			return
+		case len(vs) > 1:
+			h.fail(w, r, invalid("parameter %q is given %d times", k, len(vs)))
+			return
+		}
+		if limit, err = strconv.Atoi(vs[0]); err != nil || limit <= 0 || limit > RuleChangesMax {
+			h.fail(w, r, invalid("limit %q is not a whole number between 1 and %d", vs[0], RuleChangesMax))
+			return
+		}
+	}
+	cs, err := h.q.s.RuleChanges(r.Context(), limit)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	type change struct {
+		Revision uint64    `json:"revision"`
+		Hash     string    `json:"hash"`
+		Time     time.Time `json:"time"`
+		Author   string    `json:"author"`
+		Comment  string    `json:"comment"`
+		Previous string    `json:"previous,omitempty"`
+		Rules    int       `json:"rules"`
+		Diff     string    `json:"diff"`
+	}
+	out := make([]change, len(cs))
+	for i, c := range cs {
+		out[i] = change{c.Revision, c.Hash, c.Time, c.Author, c.Comment, c.Previous, c.Rules, c.Diff}
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]any{"rule_changes": out})
 }
 
 type handlers struct{ q *Querier }

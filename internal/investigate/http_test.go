@@ -3,11 +3,13 @@ package investigate_test
 import (
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -21,7 +23,11 @@ func mux(t *testing.T, q *investigate.Querier) http.Handler {
 	t.Helper()
 	m := http.NewServeMux()
 	for _, r := range investigate.Routes(q) {
-		require.Equal(t, api.RoleViewer, r.Role, r.Path)
+		role := api.RoleViewer
+		if r.Path == "/rule-changes" {
+			role = api.RoleAnalyst // not a tenant's data
+		}
+		require.Equal(t, role, r.Role, r.Path)
 		require.Equal(t, http.MethodGet, r.Method, r.Path)
 		m.HandleFunc(r.Method+" /api/v1"+r.Path, r.Handler)
 	}
@@ -176,4 +182,37 @@ func TestHTTPInternalError(t *testing.T) {
 	require.Equal(t, http.StatusInternalServerError, rec.Code)
 	require.NotContains(t, rec.Body.String(), "no_such_database")
 	require.Contains(t, rec.Body.String(), "the query failed")
+}
+
+// The rule-set change log, newest first, with its limit checked.
+func TestHTTPRuleChanges(t *testing.T) {
+	f := newFixture(t)
+	h := mux(t, f.q)
+	ctx := t.Context()
+	for rev, author := range []string{"alice", "bob", "carol"} {
+		require.NoError(t, f.s.InsertRuleChange(ctx, &history.RuleChange{Revision: uint64(rev + 1), Hash: fmt.Sprint("h", rev),
+			Time: time.Date(2026, 11, 28, rev, 0, 0, 0, time.UTC), Author: author, Comment: "why " + author, Rules: 25, Diff: "~ rule x: mode shadow → enforce\n"}))
+	}
+	rec := get(t, h, "/rule-changes?limit=2")
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	var body struct {
+		Changes []struct {
+			Revision uint64    `json:"revision"`
+			Author   string    `json:"author"`
+			Comment  string    `json:"comment"`
+			Time     time.Time `json:"time"`
+			Diff     string    `json:"diff"`
+		} `json:"rule_changes"`
+	}
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+	require.Len(t, body.Changes, 2)
+	require.Equal(t, uint64(3), body.Changes[0].Revision)
+	require.Equal(t, "carol", body.Changes[0].Author)
+	require.Equal(t, "why bob", body.Changes[1].Comment)
+	require.Equal(t, "~ rule x: mode shadow → enforce\n", body.Changes[1].Diff)
+	require.Equal(t, time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC), body.Changes[1].Time)
+	for _, bad := range []string{"?limit=0", "?limit=1001", "?limit=x", "?tenant=acme", "?limit=1&limit=2"} {
+		rec := get(t, h, "/rule-changes"+bad)
+		require.Equal(t, http.StatusBadRequest, rec.Code, bad)
+	}
 }
