@@ -84,12 +84,12 @@ type Engine struct {
 	byAction  map[pipeline.Action][]*rules.CompiledRule
 	anyAction []*rules.CompiledRule
 
-	env     rules.Env
-	vm      vm.VM
-	flags   []bool // per aggregate: first_seen / seq result for the current event
+	env   rules.Env
+	vm    vm.VM
+	flags []bool // per aggregate: first_seen / seq result for the current event
 	// per aggregate: its value for the event numbered vstamp (see value)
-	vcache []float64
-	vstamp []int64
+	vcache  []float64
+	vstamp  []int64
 	cur     []*group
 	stepBuf []bool
 	keyBuf  []byte
