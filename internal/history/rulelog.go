@@ -35,8 +35,8 @@ func (s *Schema) FollowRuleChanges(ctx context.Context, js jetstream.JetStream, 
 	if err != nil {
 		return err
 	}
-	var prev *rules.Set
 	for ctx.Err() == nil {
+		var prev *rules.Set // the watch replays the history from its start
 		stored, err := s.storedRevisions(ctx)
 		if err != nil {
 			log.Warn().Err(err).Msg("rule change log: cannot read rule_changes; retrying")
@@ -55,7 +55,7 @@ func (s *Schema) FollowRuleChanges(ctx context.Context, js jetstream.JetStream, 
 			}
 			c, set := ruleChange(e, prev)
 			prev = set
-			if stored[c.Revision] == c.Hash {
+			if h, ok := stored[c.Revision]; ok && h == c.Hash {
 				continue
 			}
 			for ctx.Err() == nil {
