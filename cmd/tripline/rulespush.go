@@ -174,10 +174,18 @@ func runningSet(ctx context.Context, js jetstream.JetStream) (*rules.Set, error)
 	if err != nil {
 		return nil, err
 	}
+	live := 0
 	for _, st := range sts {
+		if !st.Live {
+			continue
+		}
 		if st.Hash != pack.Hash {
 			return nil, nil // the workers run their own files
 		}
+		live++
+	}
+	if live == 0 {
+		return nil, nil
 	}
 	return pack, nil
 }
@@ -220,7 +228,10 @@ started, or no set was ever pushed.` + opsNATSHelp,
 			rows := [][]string{{"WORKER", "REVISION", "SET", "REPORTED", "PROBLEM"}}
 			for _, s := range sts {
 				problem := s.ActiveError
-				if problem == "" && s.ProposalError != "" {
+				switch {
+				case !s.Live:
+					problem = "not running (last report kept)"
+				case problem == "" && s.ProposalError != "":
 					problem = "refused proposal " + strconv.FormatUint(s.Proposal, 10) + ": " + s.ProposalError
 				}
 				rows = append(rows, []string{s.Worker, strconv.FormatUint(s.Active, 10), s.Hash, textfmt.Time(s.Time), textfmt.OrDash(problem)})

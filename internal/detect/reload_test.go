@@ -187,6 +187,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	for _, s := range st {
 		require.Equal(t, s2.Hash, s.Hash)
 		require.Equal(t, res.Revision, s.Active)
+		require.True(t, s.Live)
 	}
 	_ = b1
 

@@ -271,9 +271,19 @@ func RuleHistory(ctx context.Context, js jetstream.JetStream) ([]RuleRevision, e
 	return out, nil
 }
 
-// RuleStatuses returns every worker's rule status, by worker id.
+// RuleStatuses returns the rule status of every worker that reported one,
+// by worker id; Live says whether it is a member now (a stopped worker's
+// status stays in the bucket).
 func RuleStatuses(ctx context.Context, js jetstream.JetStream) ([]Status, error) {
 	kv, err := RulesBucket(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	owners, err := js.KeyValue(ctx, pipeline.OwnersBucket)
+	if err != nil {
+		return nil, fmt.Errorf("owners bucket (run tripline nats init): %w", err)
+	}
+	live, err := members(ctx, owners)
 	if err != nil {
 		return nil, err
 	}
@@ -292,6 +302,7 @@ func RuleStatuses(ctx context.Context, js jetstream.JetStream) ([]Status, error)
 		}
 		var s Status
 		if json.Unmarshal(e.Value(), &s) == nil {
+			s.Live = slices.Contains(live, s.Worker)
 			out = append(out, s)
 		}
 	}

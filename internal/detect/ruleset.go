@@ -116,6 +116,9 @@ type Status struct {
 	Hash        string    `json:"hash"`
 	ActiveError string    `json:"active_error,omitempty"`
 	Time        time.Time `json:"time"`
+	// Live is set by RuleStatuses: the worker is running (a member of the
+	// owners bucket). It is not stored.
+	Live bool `json:"-"`
 }
 
 // ruleSet is the rule set a worker runs, split for its partitions.
@@ -172,7 +175,8 @@ func (w *Worker) install(rs *ruleSet, b *Bundle) {
 	ev.Msg("rule set swapped")
 }
 
-// rulesStatus is the worker's status record, guarded by mu.
+// putStatus updates the worker's status record (guarded by mu) and writes
+// it to its key in the rules bucket.
 func (w *Worker) putStatus(ctx context.Context, kv jetstream.KeyValue, update func(*Status)) {
 	w.mu.Lock()
 	update(&w.status)
@@ -226,24 +230,17 @@ func (w *Worker) watchRules(ctx context.Context) {
 				if e.Operation() != jetstream.KeyValuePut {
 					continue
 				}
-				var perr error
-				b, err := DecodeBundle(e.Value())
-				if err == nil {
-					var set *rules.Set
-					if set, err = b.Compile(); err == nil {
-						prepared, preparedHash = newRuleSet(set, 0), b.Hash
-					}
-				}
-				perr = err
-				if perr != nil {
+				b, set, err := compileEntry(e)
+				if err != nil {
 					w.m.reloads.WithLabelValues("rejected").Inc()
-					w.log.Error().Err(perr).Uint64("proposal", e.Revision()).Msg("proposed rule set rejected")
+					w.log.Error().Err(err).Uint64("proposal", e.Revision()).Msg("proposed rule set rejected")
 				} else {
+					prepared, preparedHash = newRuleSet(set, 0), b.Hash
 					w.log.Info().Uint64("proposal", e.Revision()).Str("hash", preparedHash).Msg("proposed rule set validated")
 				}
 				rev := e.Revision()
 				w.putStatus(ctx, w.rulesKV, func(s *Status) {
-					s.Proposal, s.ProposalError = rev, errString(perr)
+					s.Proposal, s.ProposalError = rev, errString(err)
 				})
 			case RulesKeyActive:
 				if e.Operation() != jetstream.KeyValuePut {
@@ -271,11 +268,7 @@ func (w *Worker) watchRules(ctx context.Context) {
 // applyActive compiles and installs a committed set; on failure the worker
 // keeps its set and reports the error (PushRules then rolls back).
 func (w *Worker) applyActive(ctx context.Context, e jetstream.KeyValueEntry) {
-	b, err := DecodeBundle(e.Value())
-	var set *rules.Set
-	if err == nil {
-		set, err = b.Compile()
-	}
+	b, set, err := compileEntry(e)
 	if err != nil {
 		w.m.reloads.WithLabelValues("rejected").Inc()
 		w.log.Error().Err(err).Uint64("revision", e.Revision()).Msg("committed rule set cannot be applied; keeping the current set")
@@ -284,6 +277,16 @@ func (w *Worker) applyActive(ctx context.Context, e jetstream.KeyValueEntry) {
 	}
 	w.install(newRuleSet(set, e.Revision()), b)
 	w.putStatus(ctx, w.rulesKV, func(s *Status) { s.ActiveError = "" })
+}
+
+// compileEntry decodes and compiles the bundle a bucket entry holds.
+func compileEntry(e jetstream.KeyValueEntry) (*Bundle, *rules.Set, error) {
+	b, err := DecodeBundle(e.Value())
+	if err != nil {
+		return nil, nil, err
+	}
+	set, err := b.Compile()
+	return b, set, err
 }
 
 func errString(err error) string {
