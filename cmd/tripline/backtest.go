@@ -336,33 +336,17 @@ func progressPrinter(w io.Writer, tty bool) func(backtest.Progress) {
 	}
 }
 
-// table prints rows as aligned columns, the first row a header; columns
-// from num on are numbers, aligned right.
+// table prints rows as aligned columns, those from num on right-aligned
+// (numbers).
 func table(w io.Writer, rows [][]string, num int) {
-	widths := make([]int, len(rows[0]))
-	for _, row := range rows {
-		for i, c := range row {
-			widths[i] = max(widths[i], len(c))
-		}
-	}
-	for _, row := range rows {
-		var b strings.Builder
-		for i, c := range row {
-			if i > 0 {
-				b.WriteString("  ")
-			}
-			if i >= num {
-				b.WriteString(strings.Repeat(" ", widths[i]-len(c)))
-				b.WriteString(c)
-			} else {
-				b.WriteString(c)
-				if i < len(row)-1 {
-					b.WriteString(strings.Repeat(" ", widths[i]-len(c)))
-				}
-			}
-		}
-		fmt.Fprintln(w, b.String())
-	}
+	writeAligned(w, rows, func(c int) bool { return c >= num })
+}
+
+// writeAligned prints rows with textfmt.Align.
+func writeAligned(w io.Writer, rows [][]string, right func(col int) bool) {
+	var b strings.Builder
+	textfmt.Align(&b, rows, right)
+	_, _ = io.WriteString(w, b.String())
 }
 
 // writeTable prints the per-rule table and the totals.

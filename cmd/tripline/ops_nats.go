@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -306,35 +307,5 @@ func opsTopologyRows(ctx context.Context, js jetstream.JetStream, topo topology.
 // opsTable prints rows as aligned columns, separated by two spaces; the
 // columns listed in right are right-aligned (numbers).
 func opsTable(w io.Writer, rows [][]string, right ...int) {
-	if len(rows) == 0 {
-		return
-	}
-	widths := make([]int, len(rows[0]))
-	for _, row := range rows {
-		for i, c := range row {
-			widths[i] = max(widths[i], len(c))
-		}
-	}
-	isRight := map[int]bool{}
-	for _, r := range right {
-		isRight[r] = true
-	}
-	for _, row := range rows {
-		var b strings.Builder
-		for i, c := range row {
-			if i > 0 {
-				b.WriteString("  ")
-			}
-			pad := strings.Repeat(" ", widths[i]-len(c))
-			switch {
-			case isRight[i]:
-				b.WriteString(pad + c)
-			case i < len(row)-1:
-				b.WriteString(c + pad)
-			default:
-				b.WriteString(c)
-			}
-		}
-		fmt.Fprintln(w, b.String())
-	}
+	writeAligned(w, rows, func(c int) bool { return slices.Contains(right, c) })
 }
